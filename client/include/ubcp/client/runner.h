@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The donor's work loop: ask for work, verify the manifest's signature (before parsing it)
+// against the trusted coordinator key, fetch and hash-check the blobs, execute, upload the
+// update, sign a result that binds the manifest's hash, and upload it. Network and server
+// failures are retried with exponential backoff and full jitter; a retried result is the same
+// signed envelope, so the coordinator counts it once.
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ubcp/client/benchmark.h"
+#include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/host_state.h"
+#include "ubcp/common/crypto.h"
+
+namespace ubcp::client {
+
+struct TrustOptions {
+  std::optional<common::PublicKey> coordinator_key;  // given at enrollment
+  bool trust_on_first_use = false;
+};
+// The coordinator key to trust: the given one (which the coordinator must present), else the
+// one stored earlier, else -- only with trust_on_first_use -- the one the coordinator presents
+// now, which is stored. kForbidden when the coordinator presents another key.
+common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const HostState& state,
+                                                 const TrustOptions& options);
+
+common::HostBenchmark ToWire(const BenchmarkReport& report);
+// Loads the saved registration, or registers this host (proof of possession: the registration
+// is signed by its key) with the given benchmark and saves the answer.
+common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostState& state,
+                                              const common::SigningKey& key,
+                                              const std::string& name,
+                                              const std::function<BenchmarkReport()>& bench);
+
+struct RunnerOptions {
+  int max_units = 0;     // stop after this many completed units; 0 = run until stopped
+  int threads = 1;       // torch intra-op threads for execution
+  std::vector<std::string> kinds;  // empty = all kinds
+  double idle_poll_s = 1.0;        // wait when there is no work
+  int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never
+  double max_backoff_s = 30.0;
+};
+
+struct RunSummary {
+  int units_done = 0;
+  int finetune_units = 0;
+  int eval_units = 0;
+  int units_refused = 0;  // final errors for a unit (bad manifest, conflict, ...)
+  int retries = 0;
+};
+
+class Runner {
+ public:
+  Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+         common::PublicKey coordinator_key, std::int64_t host_id, RunnerOptions options);
+  // Runs until max_units, max_idle_polls or `stop`. Returns the summary.
+  RunSummary Run(const std::atomic<bool>& stop);
+
+ private:
+  enum class Step { kDone, kNoWork, kRetry, kRefused };
+  Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
+  common::Result<common::Bytes> FetchBlob(const common::BlobRef& ref);
+
+  CoordinatorApi& api_;
+  const HostState& state_;
+  const common::SigningKey& key_;
+  common::PublicKey coordinator_key_;
+  std::int64_t host_id_;
+  RunnerOptions options_;
+};
+
+}  // namespace ubcp::client

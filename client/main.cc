@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+// ubcp-client: the donor's client. Parses options and wires state, trust, registration and the
+// work loop together.
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "ubcp/client/benchmark.h"
+#include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/host_state.h"
+#include "ubcp/client/https_client.h"
+#include "ubcp/client/runner.h"
+#include "ubcp/common/model.h"
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+int Fail(const ubcp::common::Error& e) {
+  std::cerr << "ubcp-client: " << e.ToString() << "\n";
+  return 1;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ubcp;
+  if (auto s = common::InitCrypto(); !s) return Fail(s.error());
+  CLI::App app{"UBCP donor client: runs signed training and evaluation work units"};
+  std::string url, coordinator_key_hex, name, log_level = "info";
+  std::filesystem::path ca_file, state_dir;
+  bool insecure = false, tofu = false;
+  client::RunnerOptions options;
+  double bench_seconds = 1.0;
+  app.add_option("--coordinator", url, "https://host:port of the coordinator")->required();
+  app.add_option("--state", state_dir, "state directory (key, registration, blob cache)")
+      ->required();
+  app.add_option("--ca-file", ca_file, "PEM certificate(s) to trust for TLS");
+  app.add_flag("--insecure-tls", insecure,
+               "do not verify the TLS certificate (work is still signature-checked)");
+  app.add_option("--coordinator-key", coordinator_key_hex,
+                 "hex Ed25519 signing key of the coordinator, given at enrollment");
+  app.add_flag("--trust-on-first-use", tofu,
+               "trust the key the coordinator presents the first time (prints its fingerprint)");
+  app.add_option("--name", name, "a label for this host");
+  app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");
+  app.add_option("--threads", options.threads, "torch threads per unit")->check(CLI::Range(1, 256));
+  app.add_option("--idle-exit", options.max_idle_polls,
+                 "exit after this many empty work polls in a row (0: never)");
+  app.add_option("--poll", options.idle_poll_s, "seconds between polls when there is no work");
+  app.add_option("--bench-seconds", bench_seconds, "benchmark duration at registration");
+  app.add_option("--log-level", log_level);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  common::SetTorchThreads(options.threads);
+
+  auto endpoint = client::ParseCoordinatorUrl(url);
+  if (!endpoint) return Fail(endpoint.error());
+  if (ca_file.empty() && !insecure) {
+    return Fail(common::MakeError(common::Errc::kInvalidArgument,
+                                  "pass --ca-file (or --insecure-tls)"));
+  }
+  auto http = client::HttpsClient::Create({*endpoint, ca_file, insecure});
+  if (!http) return Fail(http.error());
+  client::CoordinatorApi api(**http);
+
+  auto state = client::HostState::Open(state_dir);
+  if (!state) return Fail(state.error());
+  auto key = state->LoadOrCreateKey();
+  if (!key) return Fail(key.error());
+  spdlog::info("host key {}", common::Fingerprint(key->public_key()));
+
+  client::TrustOptions trust;
+  trust.trust_on_first_use = tofu;
+  if (!coordinator_key_hex.empty()) {
+    auto k = common::PublicKey::FromHex(coordinator_key_hex);
+    if (!k) return Fail(k.error());
+    trust.coordinator_key = *k;
+  }
+  auto coordinator_key = client::EstablishTrust(api, *state, trust);
+  if (!coordinator_key) return Fail(coordinator_key.error());
+  spdlog::info("coordinator key {}", common::Fingerprint(*coordinator_key));
+
+  auto registration = client::EnsureRegistered(api, *state, *key, name, [&] {
+    return client::RunBenchmark(bench_seconds);
+  });
+  if (!registration) return Fail(registration.error());
+  api.set_token(registration->token);
+
+  client::Runner runner(api, *state, *key, *coordinator_key, registration->host_id, options);
+  client::RunSummary s = runner.Run(g_stop);
+  spdlog::info("stopping: {} units done ({} finetune, {} eval), {} refused, {} retries",
+               s.units_done, s.finetune_units, s.eval_units, s.units_refused, s.retries);
+  return 0;
+}

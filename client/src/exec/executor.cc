@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/client/executor.h"
+
+#include <chrono>
+
+#include "ubcp/common/model.h"
+
+namespace ubcp::client {
+using common::Errc;
+using common::MakeError;
+
+namespace {
+
+common::Result<common::TensorList> OpenBlob(const common::BlobRef& ref, common::ByteSpan bytes,
+                                            const common::TensorLimits& limits) {
+  if (bytes.size() != ref.size || common::ContentId(bytes) != ref.id) {
+    return MakeError(Errc::kHashMismatch, "blob " + ref.id + " does not match the manifest");
+  }
+  if (ref.raw_size > kMaxUnitBlobRaw) return MakeError(Errc::kTooLarge, "blob too large");
+  return common::DecodeTensorBlob(bytes, ref.raw_size, limits);
+}
+
+}  // namespace
+
+common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSpan model_blob,
+                                       common::ByteSpan data_blob, int threads) {
+  const auto start = std::chrono::steady_clock::now();
+  UBCP_ASSIGN_OR_RETURN(common::ModelSpec spec, common::ParseModelSpec(m.model_spec));
+  const common::TensorList layout = common::ModelLayout(spec);
+  common::TensorLimits model_limits;
+  model_limits.max_tensors = layout.size();
+  UBCP_ASSIGN_OR_RETURN(common::TensorList weights, OpenBlob(m.model, model_blob, model_limits));
+  UBCP_RETURN_IF_ERROR(common::CheckSameLayout(layout, weights));
+  common::TensorLimits data_limits;
+  data_limits.max_tensors = 2;
+  data_limits.max_elements = static_cast<std::int64_t>(kMaxUnitBlobRaw);
+  UBCP_ASSIGN_OR_RETURN(common::TensorList data, OpenBlob(m.data, data_blob, data_limits));
+  UBCP_RETURN_IF_ERROR(common::CheckDataShard(spec, data));
+
+  UnitOutput out;
+  if (m.kind == common::kUnitEval) {
+    UBCP_ASSIGN_OR_RETURN(common::EvalOutcome eval, common::Evaluate(spec, weights, data, threads));
+    out.metrics.loss = eval.loss;
+    out.metrics.accuracy = eval.accuracy;
+    out.metrics.samples = eval.samples;
+  } else if (m.kind == common::kUnitFinetune) {
+    common::TrainParams params;
+    params.local_steps = m.params.local_steps;
+    params.batch_size = m.params.batch_size;
+    params.lr = m.params.lr;
+    params.momentum = m.params.momentum;
+    params.weight_decay = m.params.weight_decay;
+    params.optimizer = m.params.optimizer == "adam" ? common::Optimizer::kAdam
+                                                    : common::Optimizer::kSgd;
+    params.seed = m.params.seed;
+    params.threads = threads;
+    UBCP_ASSIGN_OR_RETURN(common::FloatEncoding encoding,
+                          common::ParseFloatEncoding(m.update_encoding));
+    UBCP_ASSIGN_OR_RETURN(common::TrainOutcome trained,
+                          common::TrainShard(spec, weights, data, params));
+    out.update = common::EncodeTensorBlob(trained.delta, encoding);
+    out.metrics.loss = trained.last_loss;
+    out.metrics.first_loss = trained.first_loss;
+    out.metrics.samples = trained.samples;
+  } else {
+    return MakeError(Errc::kInvalidArgument, "unknown unit kind " + m.kind);
+  }
+  out.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+}  // namespace ubcp::client

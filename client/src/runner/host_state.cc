@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/client/host_state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+namespace ubcp::client {
+namespace fs = std::filesystem;
+using common::Errc;
+using common::MakeError;
+
+namespace {
+
+std::optional<std::string> ReadSmallFile(const fs::path& path, std::size_t max) {
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  if (ec || size > max) return std::nullopt;
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+common::Status WriteFileAtomically(const fs::path& path, std::string_view content, unsigned mode) {
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return MakeError(Errc::kIo, "cannot write " + tmp.string());
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ok = ::fsync(fd) == 0 && ok;
+  ok = ::close(fd) == 0 && ok;
+  std::error_code ec;
+  if (ok) fs::rename(tmp, path, ec);
+  if (!ok || ec) {
+    fs::remove(tmp, ec);
+    return MakeError(Errc::kIo, "cannot write " + path.string());
+  }
+  return {};
+}
+
+common::Result<HostState> HostState::Open(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir / "blobs", ec);
+  if (ec) return MakeError(Errc::kIo, "cannot create state dir " + dir.string());
+  // The directory holds a secret key and a token: keep it private to the donor's user.
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  return HostState(dir);
+}
+
+common::Result<common::SigningKey> HostState::LoadOrCreateKey() const {
+  return common::SigningKey::LoadOrCreate(dir_ / "host.key");
+}
+
+common::Result<std::optional<common::PublicKey>> HostState::TrustedCoordinatorKey() const {
+  auto text = ReadSmallFile(dir_ / "coordinator.pub", 1024);
+  if (!text) return std::optional<common::PublicKey>();
+  std::string hex = *text;
+  while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
+  UBCP_ASSIGN_OR_RETURN(common::PublicKey key, common::PublicKey::FromHex(hex));
+  return std::optional<common::PublicKey>(key);
+}
+
+common::Status HostState::TrustCoordinatorKey(const common::PublicKey& key) const {
+  return WriteFileAtomically(dir_ / "coordinator.pub", key.Hex() + "\n", 0644);
+}
+
+common::Result<std::optional<Registration>> HostState::LoadRegistration() const {
+  auto text = ReadSmallFile(dir_ / "registration.json", 4096);
+  if (!text) return std::optional<Registration>();
+  boost::system::error_code ec;
+  auto value = boost::json::parse(*text, ec);
+  if (ec || !value.is_object()) return MakeError(Errc::kMalformed, "bad registration.json");
+  const auto& obj = value.as_object();
+  const auto* id = obj.if_contains("host_id");
+  const auto* token = obj.if_contains("token");
+  if (id == nullptr || !id->is_int64() || token == nullptr || !token->is_string()) {
+    return MakeError(Errc::kMalformed, "bad registration.json");
+  }
+  return std::optional<Registration>(
+      Registration{id->as_int64(), std::string(token->as_string())});
+}
+
+common::Status HostState::SaveRegistration(const Registration& registration) const {
+  std::string json = boost::json::serialize(
+      boost::json::object{{"host_id", registration.host_id}, {"token", registration.token}});
+  return WriteFileAtomically(dir_ / "registration.json", json, 0600);
+}
+
+std::optional<common::Bytes> HostState::CachedBlob(const std::string& id) const {
+  if (!common::IsContentId(id)) return std::nullopt;
+  auto text = ReadSmallFile(dir_ / "blobs" / id, std::size_t{1} << 30);
+  if (!text) return std::nullopt;
+  common::Bytes bytes(text->begin(), text->end());
+  // A cache file is as untrusted as the network: re-check it.
+  if (common::ContentId(bytes) != id) return std::nullopt;
+  return bytes;
+}
+
+void HostState::CacheBlob(const std::string& id, common::ByteSpan bytes) const {
+  if (!common::IsContentId(id)) return;
+  (void)WriteFileAtomically(dir_ / "blobs" / id, common::AsString(bytes), 0600);
+}
+
+}  // namespace ubcp::client

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/client/runner.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/sysinfo.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "ubcp/client/executor.h"
+
+namespace ubcp::client {
+using common::Errc;
+using common::MakeError;
+
+namespace {
+
+std::int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps up to `seconds`, waking early when `stop` is set.
+void SleepFor(double seconds, const std::atomic<bool>& stop) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!stop && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// Exponential backoff with full jitter: attempt k waits uniform(0, min(max, base * 2^k)).
+class Backoff {
+ public:
+  explicit Backoff(double max_s) : max_s_(max_s), rng_(std::random_device{}()) {}
+  double Next() {
+    double cap = std::min(max_s_, 0.25 * static_cast<double>(1u << std::min(attempt_, 16)));
+    ++attempt_;
+    return std::uniform_real_distribution<double>(cap / 2, cap)(rng_);
+  }
+  void Reset() { attempt_ = 0; }
+
+ private:
+  double max_s_;
+  int attempt_ = 0;
+  std::mt19937_64 rng_;
+};
+
+// Retries `call` while it fails with a retryable error (network, 5xx).
+template <class F>
+auto WithRetry(F&& call, double max_backoff_s, const std::atomic<bool>& stop, int& retries)
+    -> decltype(call()) {
+  Backoff backoff(max_backoff_s);
+  for (;;) {
+    auto r = call();
+    if (r || !IsRetryable(r.error()) || stop) return r;
+    ++retries;
+    double wait = backoff.Next();
+    spdlog::warn("{}; retrying in {:.1f}s", r.error().ToString(), wait);
+    SleepFor(wait, stop);
+  }
+}
+
+}  // namespace
+
+common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const HostState& state,
+                                                 const TrustOptions& options) {
+  UBCP_ASSIGN_OR_RETURN(CoordinatorInfo info, api.GetInfo());
+  UBCP_ASSIGN_OR_RETURN(std::optional<common::PublicKey> stored, state.TrustedCoordinatorKey());
+  std::optional<common::PublicKey> expected = options.coordinator_key ? options.coordinator_key
+                                                                      : stored;
+  if (expected) {
+    if (!(info.signing_key == *expected)) {
+      return MakeError(Errc::kForbidden, "coordinator presents key " + info.fingerprint +
+                                             ", but this host trusts " +
+                                             common::Fingerprint(*expected));
+    }
+    if (!stored) UBCP_RETURN_IF_ERROR(state.TrustCoordinatorKey(*expected));
+    return *expected;
+  }
+  if (!options.trust_on_first_use) {
+    return MakeError(Errc::kForbidden,
+                     "no trusted coordinator key: pass --coordinator-key, or --trust-on-first-use "
+                     "to accept " + info.fingerprint);
+  }
+  spdlog::warn("trusting coordinator key {} on first use", info.fingerprint);
+  UBCP_RETURN_IF_ERROR(state.TrustCoordinatorKey(info.signing_key));
+  return info.signing_key;
+}
+
+common::HostBenchmark ToWire(const BenchmarkReport& report) {
+  common::HostBenchmark b;
+  b.matmul_gflops = report.matmul_gflops;
+  for (const auto& t : report.train) b.train.push_back({t.model, t.samples_per_s});
+  b.cpu_threads = report.cpu_threads;
+  b.cuda_devices = report.cuda_devices;
+  b.cuda_names = report.cuda_names;
+  b.cuda_matmul_gflops = report.cuda_matmul_gflops;
+  b.torch_version = report.torch_version;
+  return b;
+}
+
+common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostState& state,
+                                              const common::SigningKey& key,
+                                              const std::string& name,
+                                              const std::function<BenchmarkReport()>& bench) {
+  UBCP_ASSIGN_OR_RETURN(std::optional<Registration> saved, state.LoadRegistration());
+  if (saved) return *saved;
+  BenchmarkReport report = bench();
+  spdlog::info("benchmark: matmul {:.1f} GFLOPS, {} CUDA device(s)", report.matmul_gflops,
+               report.cuda_devices);
+  for (const auto& t : report.train) {
+    spdlog::info("benchmark: {} trains {:.0f} samples/s", t.model, t.samples_per_s);
+  }
+  common::HostRegistration reg;
+  reg.public_key = key.public_key().Hex();
+  reg.name = name;
+  reg.issued_at = NowSeconds();
+  reg.benchmark = ToWire(report);
+  struct sysinfo si {};
+  if (::sysinfo(&si) == 0) reg.capabilities.memory_mb = si.totalram * si.mem_unit / (1u << 20);
+  reg.capabilities.cpu_cores = static_cast<int>(std::thread::hardware_concurrency());
+  reg.capabilities.cuda = report.cuda_devices > 0;
+  reg.capabilities.client_version = "0.1.0";
+  auto envelope = common::SignPayload(key, common::kDomainRegister,
+                                      common::SerializeHostRegistration(reg));
+  UBCP_ASSIGN_OR_RETURN(common::HostRegistered answer, api.Register(envelope));
+  Registration registration{answer.host_id, answer.token};
+  UBCP_RETURN_IF_ERROR(state.SaveRegistration(registration));
+  spdlog::info("registered as host {}", answer.host_id);
+  return registration;
+}
+
+Runner::Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+               common::PublicKey coordinator_key, std::int64_t host_id, RunnerOptions options)
+    : api_(api),
+      state_(state),
+      key_(key),
+      coordinator_key_(coordinator_key),
+      host_id_(host_id),
+      options_(std::move(options)) {}
+
+common::Result<common::Bytes> Runner::FetchBlob(const common::BlobRef& ref) {
+  if (auto cached = state_.CachedBlob(ref.id); cached && cached->size() == ref.size) {
+    return std::move(*cached);
+  }
+  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, api_.GetBlob(ref));  // size and hash checked
+  state_.CacheBlob(ref.id, bytes);
+  return bytes;
+}
+
+Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) {
+  common::WorkRequest request;
+  request.kinds = options_.kinds;
+  auto work = api_.RequestWork(request);
+  if (!work) {
+    if (IsRetryable(work.error())) {
+      spdlog::warn("work request failed: {}", work.error().ToString());
+      return Step::kRetry;
+    }
+    spdlog::error("work request refused: {}", work.error().ToString());
+    return Step::kRefused;
+  }
+  if (!work->has_value()) return Step::kNoWork;
+  const common::SignedEnvelope& envelope = **work;
+
+  // The signature is checked before the manifest is parsed: a proxy or mirror cannot forge work.
+  if (auto ok = common::VerifyEnvelope(envelope, common::kDomainManifest, coordinator_key_); !ok) {
+    spdlog::error("refusing manifest: {}", ok.error().ToString());
+    return Step::kRefused;
+  }
+  auto manifest = common::ParseManifest(envelope.payload);
+  if (!manifest) {
+    spdlog::error("refusing manifest: {}", manifest.error().ToString());
+    return Step::kRefused;
+  }
+  const common::Manifest& m = *manifest;
+  if (m.host_id != host_id_) {
+    spdlog::error("refusing manifest for host {}", m.host_id);
+    return Step::kRefused;
+  }
+  spdlog::info("unit {} ({} job {} round {} attempt {})", m.unit_id, m.kind, m.job_id, m.round,
+               m.attempt);
+
+  auto model = WithRetry([&] { return FetchBlob(m.model); }, options_.max_backoff_s, stop,
+                         summary.retries);
+  auto data = model ? WithRetry([&] { return FetchBlob(m.data); }, options_.max_backoff_s, stop,
+                                summary.retries)
+                    : common::Result<common::Bytes>(model.error());
+  if (!model || !data) {
+    spdlog::error("unit {}: cannot fetch inputs: {}", m.unit_id,
+                  (!model ? model.error() : data.error()).ToString());
+    return Step::kRefused;
+  }
+  auto output = ExecuteUnit(m, *model, *data, options_.threads);
+  if (!output) {
+    spdlog::error("unit {}: execution failed: {}", m.unit_id, output.error().ToString());
+    return Step::kRefused;
+  }
+
+  common::ResultPayload result;
+  result.unit_id = m.unit_id;
+  result.host_id = host_id_;
+  result.attempt = m.attempt;
+  result.manifest_hash = common::PayloadHash(envelope);
+  result.kind = m.kind;
+  result.metrics = output->metrics;
+  result.wall_seconds = output->wall_seconds;
+  if (output->update) {
+    const common::EncodedBlob& update = *output->update;
+    std::string id = common::ContentId(update.bytes);
+    auto put = WithRetry([&] { return api_.PutBlob(id, update.bytes); }, options_.max_backoff_s,
+                         stop, summary.retries);
+    if (!put) {
+      spdlog::error("unit {}: update upload failed: {}", m.unit_id, put.error().ToString());
+      return Step::kRefused;
+    }
+    result.update = common::BlobRef{id, update.bytes.size(), update.raw_size};
+  }
+  // Signed once; every retry sends these exact bytes, so the coordinator sees a duplicate, not
+  // a second result.
+  const common::SignedEnvelope signed_result =
+      common::SignPayload(key_, common::kDomainResult, common::SerializeResultPayload(result));
+  auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s,
+                       stop, summary.retries);
+  if (!ack) {
+    spdlog::error("unit {}: result refused: {}", m.unit_id, ack.error().ToString());
+    return Step::kRefused;
+  }
+  if (m.kind == common::kUnitEval) {
+    ++summary.eval_units;
+    spdlog::info("unit {} done: eval loss {:.4f} accuracy {:.4f} on {} samples ({})", m.unit_id,
+                 result.metrics.loss, result.metrics.accuracy, result.metrics.samples,
+                 ack->status);
+  } else {
+    ++summary.finetune_units;
+    const auto& u = *output->update;
+    spdlog::info("unit {} done: loss {:.4f} -> {:.4f}, update {} bytes ({} as fp32, {:.1f}x), {:.2f}s ({})",
+                 m.unit_id, result.metrics.first_loss, result.metrics.loss, u.bytes.size(),
+                 u.fp32_size, static_cast<double>(u.fp32_size) / std::max<std::size_t>(1, u.bytes.size()),
+                 result.wall_seconds, ack->status);
+  }
+  return Step::kDone;
+}
+
+RunSummary Runner::Run(const std::atomic<bool>& stop) {
+  RunSummary summary;
+  Backoff backoff(options_.max_backoff_s);
+  std::mt19937_64 rng(std::random_device{}());
+  int idle = 0;
+  while (!stop) {
+    if (options_.max_units > 0 && summary.units_done >= options_.max_units) break;
+    switch (RunOne(summary, stop)) {
+      case Step::kDone:
+        ++summary.units_done;
+        idle = 0;
+        backoff.Reset();
+        break;
+      case Step::kNoWork: {
+        if (options_.max_idle_polls > 0 && ++idle >= options_.max_idle_polls) return summary;
+        // Jittered polling so many idle hosts do not ask in lockstep.
+        SleepFor(std::uniform_real_distribution<double>(0.5, 1.5)(rng) * options_.idle_poll_s,
+                 stop);
+        break;
+      }
+      case Step::kRetry:
+        ++summary.retries;
+        SleepFor(backoff.Next(), stop);
+        break;
+      case Step::kRefused:
+        ++summary.units_refused;
+        SleepFor(backoff.Next(), stop);
+        break;
+    }
+  }
+  return summary;
+}
+
+}  // namespace ubcp::client

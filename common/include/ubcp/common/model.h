@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The model zoo and the two kinds of work a donor runs: K local optimizer steps on a shard
+// (finetune_shard) and metrics of a model on a batch (eval_batch). libtorch is used only in the
+// .cc files behind this header: callers see framework-free TensorLists, so a model is loaded by
+// copying checked tensors into a freshly built module, never by unpickling anything.
+//
+// Model spec strings name an architecture with its hyper-parameters:
+//   "mlp-i<in>-h<hidden>-o<classes>"            e.g. mlp-i784-h128-o10, mlp-i30-h32-o2
+//   "cnn28-c<c1>-c<c2>-h<hidden>-o<classes>"    e.g. cnn28-c16-c32-h64-o10 (1x28x28 input)
+// Models have parameters only (no buffers, no batch norm), so a TensorList of parameters in
+// named_parameters() order is the whole state.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ubcp/common/result.h"
+#include "ubcp/common/tensor_codec.h"
+
+namespace ubcp::common {
+
+struct ModelSpec {
+  enum class Arch { kMlp, kCnn28 };
+  Arch arch = Arch::kMlp;
+  int input = 0;    // mlp: input features (data x is [N, input] or [N,1,28,28] flattened)
+  int c1 = 0, c2 = 0;
+  int hidden = 0;
+  int classes = 0;
+  std::string ToString() const;  // canonical spec string
+};
+// Strict parse of a spec string; kInvalidArgument on anything else. Sizes bounded (<= 4096).
+Result<ModelSpec> ParseModelSpec(std::string_view spec);
+
+// Deterministic initialisation from a seed (same seed -> bit-identical tensors).
+TensorList InitModel(const ModelSpec& spec, std::uint64_t seed);
+// Names, kinds and shapes of the model's parameters (values zero): the expected layout against
+// which every received weight or update TensorList is checked.
+TensorList ModelLayout(const ModelSpec& spec);
+// Forward+backward FLOP for one training sample (~3x forward), used for pricing and capacity.
+std::int64_t TrainFlopsPerSample(const ModelSpec& spec);
+std::int64_t EvalFlopsPerSample(const ModelSpec& spec);
+
+// Data shard layout: "x" is kU8 [N,1,28,28] (pixels 0..255, scaled to [0,1] when used) or kF32
+// [N,F] (already standardised features); "y" is kU8 [N] class labels < classes.
+Status CheckDataShard(const ModelSpec& spec, const TensorList& data);
+
+enum class Optimizer { kSgd, kAdam };
+struct TrainParams {
+  int local_steps = 10;
+  int batch_size = 32;
+  double lr = 0.05;
+  double momentum = 0.9;  // SGD only
+  double weight_decay = 0.0;
+  Optimizer optimizer = Optimizer::kSgd;
+  std::uint64_t seed = 1;  // batch sampling order
+  int threads = 0;         // torch intra-op threads; 0 = leave as configured
+};
+
+struct TrainOutcome {
+  TensorList delta;  // trained - initial, same layout as the weights
+  double first_loss = 0;  // mean loss of the first step's batch
+  double last_loss = 0;   // mean loss of the last step's batch
+  std::int64_t samples = 0;  // samples processed (steps x batch)
+};
+// Runs local_steps optimizer steps from `weights` on `data`. Errors: kMalformed when weights or
+// data do not fit the spec, kInvalidArgument for bad params.
+Result<TrainOutcome> TrainShard(const ModelSpec& spec, const TensorList& weights,
+                                const TensorList& data, const TrainParams& params);
+
+struct EvalOutcome {
+  double loss = 0;       // mean cross-entropy
+  double accuracy = 0;   // fraction correct
+  std::int64_t samples = 0;
+};
+Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,
+                             const TensorList& data, int threads = 0);
+
+// Sets torch's intra-op thread count (call once at start; torch here defaults to 1).
+void SetTorchThreads(int threads);
+std::string TorchVersion();
+// Number of CUDA devices libtorch can use (0 when built without CUDA or none present).
+int CudaDeviceCount();
+
+}  // namespace ubcp::common

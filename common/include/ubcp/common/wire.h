@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Wire types of the /v1 protocol and their strict JSON codec (Boost.JSON behind the .cc).
+// Every Parse* function: refuses input over its size limit before parsing (kTooLarge), requires
+// every field, refuses unknown fields, wrong types, out-of-range numbers and over-long strings
+// (kMalformed), and a protocol other than kProtocolVersion (kUnsupportedVersion). Never throws.
+//
+// Signed messages travel in a SignedEnvelope: the payload is the exact JSON text that was signed,
+// carried as a string, so the receiver verifies the signature over those bytes *before* parsing
+// the payload (see docs/PROTOCOL.md).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ubcp/common/crypto.h"
+#include "ubcp/common/result.h"
+
+namespace ubcp::common {
+
+inline constexpr int kProtocolVersion = 1;
+
+// Size limits of JSON bodies (bytes).
+inline constexpr std::size_t kMaxEnvelopeJson = 64 * 1024;
+inline constexpr std::size_t kMaxPayloadJson = 48 * 1024;
+inline constexpr std::size_t kMaxRequestJson = 64 * 1024;
+inline constexpr std::size_t kMaxStringField = 256;
+
+// ---- signed envelope ----
+struct SignedEnvelope {
+  std::string payload;  // JSON text, signed as-is
+  std::string signer;   // hex Ed25519 public key
+  std::string signature;  // hex
+};
+std::string SerializeEnvelope(const SignedEnvelope& env);
+Result<SignedEnvelope> ParseEnvelope(std::string_view json);
+SignedEnvelope SignPayload(const SigningKey& key, std::string_view domain, std::string payload);
+// Checks that the signer is `expected` and the signature covers the payload in `domain`.
+// kBadSignature otherwise. Does not parse the payload.
+Status VerifyEnvelope(const SignedEnvelope& env, std::string_view domain,
+                      const PublicKey& expected);
+// BLAKE2b-256 hex of the payload bytes: what a result binds to.
+std::string PayloadHash(const SignedEnvelope& env);
+
+// ---- blobs ----
+struct BlobRef {
+  std::string id;          // content id: BLAKE2b-256 hex of the stored (compressed) bytes
+  std::uint64_t size = 0;  // stored bytes
+  std::uint64_t raw_size = 0;  // bytes after decompression: the cap used when decompressing
+};
+
+// ---- host registration: POST /v1/hosts ----
+struct ModelThroughputMsg {
+  std::string model;
+  double samples_per_s = 0;
+};
+struct HostBenchmark {
+  double matmul_gflops = 0;
+  std::vector<ModelThroughputMsg> train;  // at most 8
+  int cpu_threads = 0;
+  int cuda_devices = 0;
+  std::vector<std::string> cuda_names;    // at most 16
+  double cuda_matmul_gflops = 0;
+  std::string torch_version;
+};
+struct HostCapabilities {
+  int cpu_cores = 0;
+  std::uint64_t memory_mb = 0;
+  bool cuda = false;
+  std::string client_version;
+};
+// Signed by the host key (domain "register") as proof of possession; issued_at must be recent.
+struct HostRegistration {
+  int protocol = kProtocolVersion;
+  std::string public_key;  // hex; must equal the envelope signer
+  std::string name;        // donor-chosen label, may be empty
+  std::int64_t issued_at = 0;  // unix seconds
+  HostBenchmark benchmark;
+  HostCapabilities capabilities;
+};
+std::string SerializeHostRegistration(const HostRegistration& r);
+Result<HostRegistration> ParseHostRegistration(std::string_view json);
+
+struct HostRegistered {
+  int protocol = kProtocolVersion;
+  std::int64_t host_id = 0;
+  std::string token;  // bearer token for later requests (shown once)
+};
+std::string SerializeHostRegistered(const HostRegistered& r);
+Result<HostRegistered> ParseHostRegistered(std::string_view json);
+
+// ---- work: POST /v1/work ----
+struct WorkRequest {
+  int protocol = kProtocolVersion;
+  std::vector<std::string> kinds;  // unit kinds the host accepts, e.g. {"finetune_shard","eval_batch"}
+};
+std::string SerializeWorkRequest(const WorkRequest& r);
+Result<WorkRequest> ParseWorkRequest(std::string_view json);
+
+inline constexpr std::string_view kUnitFinetune = "finetune_shard";
+inline constexpr std::string_view kUnitEval = "eval_batch";
+
+struct UnitParams {
+  int local_steps = 0;
+  int batch_size = 0;
+  double lr = 0;
+  double momentum = 0;
+  double weight_decay = 0;
+  std::string optimizer;  // "sgd" | "adam"
+  std::uint64_t seed = 0;
+};
+
+// Signed by the coordinator's online key (domain "manifest").
+struct Manifest {
+  int protocol = kProtocolVersion;
+  std::int64_t unit_id = 0;
+  std::int64_t job_id = 0;
+  int round = 0;
+  int attempt = 0;        // increases each time the unit is issued again
+  std::int64_t host_id = 0;  // the only host this manifest is for
+  std::string kind;       // kUnitFinetune | kUnitEval
+  std::string model_spec;
+  BlobRef model;
+  BlobRef data;
+  UnitParams params;      // finetune only (zeros for eval)
+  std::string update_encoding;  // "fp32" | "int8" (finetune)
+  std::int64_t issued_at = 0;
+  std::int64_t deadline = 0;
+};
+std::string SerializeManifest(const Manifest& m);
+Result<Manifest> ParseManifest(std::string_view json);
+
+// ---- results: POST /v1/results ----
+struct ResultMetrics {
+  double loss = 0;        // eval: mean loss; finetune: last batch loss
+  double accuracy = 0;    // eval only
+  double first_loss = 0;  // finetune only
+  std::int64_t samples = 0;
+};
+// Signed by the host key (domain "result"); binds the manifest by its payload hash.
+struct ResultPayload {
+  int protocol = kProtocolVersion;
+  std::int64_t unit_id = 0;
+  std::int64_t host_id = 0;
+  int attempt = 0;
+  std::string manifest_hash;  // PayloadHash of the manifest envelope
+  std::string kind;
+  std::optional<BlobRef> update;  // finetune: the encoded delta, uploaded first
+  ResultMetrics metrics;
+  double wall_seconds = 0;
+};
+std::string SerializeResultPayload(const ResultPayload& r);
+Result<ResultPayload> ParseResultPayload(std::string_view json);
+
+struct ResultAck {
+  int protocol = kProtocolVersion;
+  std::string status;  // "accepted" | "duplicate"
+};
+std::string SerializeResultAck(const ResultAck& a);
+Result<ResultAck> ParseResultAck(std::string_view json);
+
+// ---- jobs: POST /v1/jobs, GET /v1/jobs/{id} ----
+struct JobSpec {
+  int protocol = kProtocolVersion;
+  std::string name;
+  std::string model;         // "catalog:<name>" or "zoo:<spec>"
+  std::string dataset;       // a KnownDatasets() name
+  int rounds = 1;            // 1..1000
+  int units_per_round = 2;   // 1..1024 (disjoint shards)
+  int eval_units = 1;        // 1..64 held-out batches per evaluated model
+  UnitParams params;         // seed = job seed
+  std::string aggregator;    // "fedavg" | "diloco"
+  double outer_lr = 1.0;
+  double outer_momentum = 0.0;  // diloco Nesterov momentum
+  std::string update_encoding;  // "fp32" | "int8"
+  double test_fraction = 0.2;   // held out, never trained on (ignored when the set has its own)
+  std::int64_t max_train_samples = 0;  // 0 = all
+  std::int64_t max_test_samples = 0;   // 0 = all
+  int deadline_s = 600;       // per unit lease
+  std::string publish_as;     // catalog name for the final model, may be empty
+};
+std::string SerializeJobSpec(const JobSpec& s);
+Result<JobSpec> ParseJobSpec(std::string_view json);
+
+struct JobCreated {
+  int protocol = kProtocolVersion;
+  std::int64_t job_id = 0;
+};
+std::string SerializeJobCreated(const JobCreated& c);
+Result<JobCreated> ParseJobCreated(std::string_view json);
+
+struct RoundStatus {
+  int round = 0;
+  std::string model_blob;   // the global model evaluated in this round
+  int units_done = 0;
+  int units_total = 0;
+  bool evaluated = false;
+  double eval_loss = 0;
+  double eval_accuracy = 0;
+  std::int64_t eval_samples = 0;
+  double train_loss = 0;    // mean last loss of the round's finetune units
+};
+struct JobStatus {
+  int protocol = kProtocolVersion;
+  std::int64_t job_id = 0;
+  std::string name;
+  std::string state;        // "queued" | "running" | "done" | "failed"
+  std::string model_spec;
+  int rounds = 0;
+  int current_round = 0;
+  std::vector<RoundStatus> history;
+  std::string final_model;  // blob id when done
+  std::int64_t hosts = 0;   // distinct hosts that returned accepted results
+};
+std::string SerializeJobStatus(const JobStatus& s);
+Result<JobStatus> ParseJobStatus(std::string_view json);
+
+// Error body of every 4xx/5xx answer: {"error": "<code name>", "message": "..."}.
+std::string SerializeError(const Error& e);
+Result<Error> ParseErrorBody(std::string_view json);
+
+}  // namespace ubcp::common

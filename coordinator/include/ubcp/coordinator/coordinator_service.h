@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The coordinator's use cases, one method each, independent of HTTP: register a host, hand out
+// a signed work unit, accept a signed result, accept a recipient's job, report it. This is where
+// decisions are made; the API layer (api.h) only maps requests and errors onto these calls, the
+// Store persists, the Planner cuts jobs into units and Aggregate combines updates.
+//
+// Thread-safe: HTTP threads call in concurrently; the store serialises its transactions and
+// round advancement is serialised here.
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ubcp/common/crypto.h"
+#include "ubcp/common/datasets.h"
+#include "ubcp/common/wire.h"
+#include "ubcp/coordinator/blob_store.h"
+#include "ubcp/coordinator/planner.h"
+#include "ubcp/coordinator/store.h"
+
+namespace ubcp::coordinator {
+
+// Unix time in seconds; injected so tests can move time (lease expiry).
+using Clock = std::function<std::int64_t()>;
+std::int64_t SystemClockSeconds();
+
+struct CoordinatorConfig {
+  common::DatasetPaths datasets;
+  std::int64_t registration_max_age_s = 600;  // how old a signed registration may be
+  std::uint64_t max_update_bytes = 64ull << 20;  // an uploaded update blob (compressed)
+  std::uint64_t max_blob_download = 256ull << 20;
+};
+
+class Coordinator {
+ public:
+  Coordinator(Store& store, const BlobStore& blobs, const common::SigningKey& signing_key,
+              Clock clock, CoordinatorConfig config);
+
+  const common::PublicKey& signing_key() const { return signing_key_.public_key(); }
+
+  // ---- authentication: bearer tokens are looked up by their hash ----
+  common::Result<HostRecord> AuthenticateHost(std::string_view token);
+  common::Result<AccountRecord> AuthenticateAccount(std::string_view token);
+
+  // ---- donors ----
+  // Verifies the proof of possession (the registration signed by the key it names) and its age.
+  common::Result<common::HostRegistered> RegisterHost(std::string_view envelope_json);
+  // A signed manifest for the next available unit, or nullopt when there is no work.
+  common::Result<std::optional<common::SignedEnvelope>> RequestWork(
+      const HostRecord& host, const common::WorkRequest& request);
+  // Stores an update blob uploaded by a host; the bytes must hash to `id`.
+  common::Status UploadBlob(const HostRecord& host, const std::string& id,
+                            common::ByteSpan bytes);
+  common::Result<common::Bytes> ReadBlob(const std::string& id);
+  // Verifies and records a signed result; a retry of the same envelope is "duplicate" and
+  // changes nothing. Completing a round's updates aggregates the next model.
+  common::Result<common::ResultAck> SubmitResult(const HostRecord& host,
+                                                 std::string_view envelope_json);
+
+  // ---- recipients ----
+  common::Result<common::JobCreated> SubmitJob(const AccountRecord& account,
+                                               std::string_view spec_json);
+  common::Result<common::JobStatus> GetJobStatus(const AccountRecord& account,
+                                                 std::int64_t job_id);
+  // The final model's blob bytes and its spec string (only for the job's owner, once done).
+  common::Result<std::pair<std::string, common::Bytes>> DownloadModel(const AccountRecord& account,
+                                                                      std::int64_t job_id);
+  common::Result<std::vector<CatalogEntry>> Catalog();
+
+  // Finishes what a crash may have interrupted: aggregates every running job's round whose
+  // updates are all in, and finishes jobs whose work is all done. Safe to call at any time.
+  void Reconcile();
+
+ private:
+  common::Result<std::string> SignManifest(const LeaseContext& context,
+                                           common::SignedEnvelope* out);
+  common::Status ValidateResult(const common::ResultPayload& payload, const UnitRecord& unit,
+                                const JobRecord& job);
+  // Aggregates the job's current round if all its updates are in; finishes the job when all
+  // units are done. Idempotent.
+  common::Status Advance(std::int64_t job_id);
+  common::Result<JobRecord> OwnedJob(const AccountRecord& account, std::int64_t job_id);
+
+  Store& store_;
+  const BlobStore& blobs_;
+  const common::SigningKey& signing_key_;
+  Clock clock_;
+  CoordinatorConfig config_;
+  Planner planner_;
+  std::mutex advance_mu_;  // one round advancement at a time (the store makes it atomic)
+};
+
+}  // namespace ubcp::coordinator

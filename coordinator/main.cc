@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// ubcp-coordinator: parses configuration and wires the store, blob store, signing key, service,
+// API and HTTPS server together. Data directory layout: docs/ARCHITECTURE.md.
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+
+#include "ubcp/common/crypto.h"
+#include "ubcp/coordinator/api.h"
+#include "ubcp/coordinator/blob_store.h"
+#include "ubcp/coordinator/coordinator_service.h"
+#include "ubcp/coordinator/http_server.h"
+#include "ubcp/coordinator/store.h"
+
+namespace {
+namespace fs = std::filesystem;
+using namespace ubcp;
+
+struct Paths {
+  fs::path data;
+  fs::path db() const { return data / "coordinator.db"; }
+  fs::path blobs() const { return data / "blobs"; }
+  fs::path signing_key() const { return data / "keys" / "signing.key"; }
+  fs::path cert() const { return data / "tls" / "cert.pem"; }
+  fs::path tls_key() const { return data / "tls" / "key.pem"; }
+  fs::path cache() const { return data / "cache"; }
+};
+
+int Fail(const common::Error& e) {
+  std::cerr << "ubcp-coordinator: " << e.ToString() << "\n";
+  return 1;
+}
+
+int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path& port_file,
+          common::DatasetPaths datasets) {
+  auto store = coordinator::OpenSqliteStore(paths.db());
+  if (!store) return Fail(store.error());
+  auto blobs = coordinator::BlobStore::Open(paths.blobs());
+  if (!blobs) return Fail(blobs.error());
+  auto key = common::SigningKey::LoadOrCreate(paths.signing_key());
+  if (!key) return Fail(key.error());
+  if (options.cert_file.empty()) {
+    options.cert_file = paths.cert();
+    options.key_file = paths.tls_key();
+    if (auto s = coordinator::EnsureSelfSignedCertificate(options.cert_file, options.key_file);
+        !s) {
+      return Fail(s.error());
+    }
+  }
+  datasets.cache_dir = paths.cache();
+  coordinator::CoordinatorConfig config;
+  config.datasets = datasets;
+  coordinator::Coordinator service(**store, *blobs, *key, coordinator::SystemClockSeconds, config);
+  service.Reconcile();  // finish any round a crash left complete but not aggregated
+  coordinator::Api api(service, config.max_update_bytes);
+  auto server = coordinator::HttpsServer::Create(
+      options, [&api](const coordinator::HttpRequest& r) { return api.Handle(r); },
+      [&api](std::string_view m, std::string_view t) { return api.BodyLimit(m, t); });
+  if (!server) return Fail(server.error());
+  spdlog::info("ubcp-coordinator listening on https://{}:{} (signing key {}, certificate {})",
+               options.address, (*server)->port(), common::Fingerprint(key->public_key()),
+               options.cert_file.string());
+  if (!port_file.empty()) {
+    fs::path tmp = port_file;
+    tmp += ".tmp";
+    std::ofstream(tmp) << (*server)->port() << "\n";
+    fs::rename(tmp, port_file);
+  }
+  (*server)->Run(/*handle_signals=*/true);
+  spdlog::info("ubcp-coordinator stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (auto s = common::InitCrypto(); !s) return Fail(s.error());
+  CLI::App app{"UBCP coordinator: hands out signed work units, aggregates donors' updates"};
+  app.require_subcommand(1);
+  Paths paths;
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+
+  auto* serve = app.add_subcommand("serve", "run the HTTPS coordinator");
+  serve->add_option("--data", paths.data, "data directory")->required();
+  coordinator::ServerOptions options;
+  options.port = 8443;
+  fs::path port_file;
+  common::DatasetPaths datasets;
+  serve->add_option("--listen", options.address, "address to listen on");
+  serve->add_option("--port", options.port, "TCP port (0 picks a free one)");
+  serve->add_option("--threads", options.threads, "server threads")->check(CLI::Range(1, 64));
+  serve->add_option("--port-file", port_file, "write the bound port here once listening");
+  serve->add_option("--cert", options.cert_file, "TLS certificate (PEM); default: self-signed");
+  serve->add_option("--key", options.key_file, "TLS private key (PEM)");
+  serve->add_option("--fashion-mnist-dir", datasets.fashion_mnist_dir);
+  serve->add_option("--sklearn-data-dir", datasets.sklearn_data_dir);
+
+  auto* add_account = app.add_subcommand("add-account", "create a recipient (or admin) account");
+  add_account->add_option("--data", paths.data, "data directory")->required();
+  std::string name;
+  bool admin = false;
+  add_account->add_option("--name", name, "account name")->required();
+  add_account->add_flag("--admin", admin, "an admin account");
+
+  auto* info = app.add_subcommand("info", "print the signing key and certificate location");
+  info->add_option("--data", paths.data, "data directory")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (serve->parsed()) return Serve(paths, options, port_file, datasets);
+
+  if (add_account->parsed()) {
+    auto store = coordinator::OpenSqliteStore(paths.db());
+    if (!store) return Fail(store.error());
+    std::string token = common::NewToken();
+    auto id = (*store)->CreateAccount(name, common::TokenHash(token),
+                                      admin ? coordinator::Role::kAdmin
+                                            : coordinator::Role::kRecipient,
+                                      coordinator::SystemClockSeconds());
+    if (!id) return Fail(id.error());
+    // The token is shown once; only its hash is stored.
+    std::cout << token << "\n";
+    return 0;
+  }
+
+  auto key = common::SigningKey::LoadOrCreate(paths.signing_key());
+  if (!key) return Fail(key.error());
+  std::cout << "signing_key " << key->public_key().Hex() << "\n"
+            << "fingerprint " << common::Fingerprint(key->public_key()) << "\n"
+            << "certificate " << paths.cert().string() << "\n";
+  return 0;
+}

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/coordinator/api.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <vector>
+
+#include "ubcp/common/wire.h"
+
+namespace ubcp::coordinator {
+using common::Errc;
+using common::MakeError;
+
+int HttpStatusFor(Errc code) {
+  switch (code) {
+    case Errc::kInvalidArgument:
+    case Errc::kMalformed:
+    case Errc::kUnsupportedVersion:
+    case Errc::kHashMismatch:
+      return 400;
+    case Errc::kUnauthorized: return 401;
+    case Errc::kBadSignature:
+    case Errc::kForbidden:
+      return 403;
+    case Errc::kNotFound: return 404;
+    case Errc::kConflict: return 409;
+    case Errc::kTooLarge: return 413;
+    case Errc::kUnavailable: return 503;
+    case Errc::kIo:
+    case Errc::kNetwork:
+    case Errc::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+namespace {
+
+HttpResponse Json(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+HttpResponse ErrorResponse(const common::Error& e) {
+  int status = HttpStatusFor(e.code);
+  if (status >= 500) spdlog::error("request failed: {}", e.ToString());
+  // Internal details stay in the log; the caller learns only that it was our fault.
+  common::Error shown = status >= 500 ? MakeError(e.code, "internal error") : e;
+  return Json(status, common::SerializeError(shown));
+}
+
+HttpResponse Bytes(common::Bytes bytes) {
+  HttpResponse r;
+  r.content_type = "application/octet-stream";
+  r.body.assign(bytes.begin(), bytes.end());
+  return r;
+}
+
+std::string_view BearerToken(std::string_view authorization) {
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (!authorization.starts_with(kPrefix)) return {};
+  std::string_view token = authorization.substr(kPrefix.size());
+  return token.size() <= 128 ? token : std::string_view{};
+}
+
+std::vector<std::string_view> PathSegments(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::vector<std::string_view> parts;
+  while (!target.empty()) {
+    if (target.front() == '/') {
+      target.remove_prefix(1);
+      continue;
+    }
+    auto end = target.find('/');
+    parts.push_back(target.substr(0, end));
+    target = end == std::string_view::npos ? std::string_view{} : target.substr(end);
+  }
+  return parts;
+}
+
+common::Result<std::int64_t> ParseId(std::string_view s) {
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size() || v <= 0) {
+    return MakeError(Errc::kInvalidArgument, "bad id");
+  }
+  return v;
+}
+
+std::string CatalogJson(const std::vector<CatalogEntry>& entries) {
+  boost::json::array models;
+  for (const auto& e : entries) {
+    models.push_back(boost::json::object{{"name", e.name},
+                                         {"model_spec", e.model_spec},
+                                         {"blob", e.blob_id},
+                                         {"source_job", e.source_job},
+                                         {"description", e.description},
+                                         {"created_at", e.created_at}});
+  }
+  return boost::json::serialize(
+      boost::json::object{{"protocol", common::kProtocolVersion}, {"models", models}});
+}
+
+}  // namespace
+
+std::size_t Api::BodyLimit(std::string_view method, std::string_view target) const {
+  auto parts = PathSegments(target);
+  if (method == "PUT" && parts.size() == 3 && parts[1] == "blobs") return max_update_bytes_;
+  if (method == "POST") {
+    if (parts.size() == 2 && (parts[1] == "results" || parts[1] == "hosts")) {
+      return common::kMaxEnvelopeJson;
+    }
+    return common::kMaxRequestJson;
+  }
+  return 0;  // GET and anything else carry no body
+}
+
+HttpResponse Api::Handle(const HttpRequest& req) {
+  auto parts = PathSegments(req.target);
+  const std::string_view token = BearerToken(req.authorization);
+  const std::string& m = req.method;
+  if (parts.empty() || parts[0] != "v1") {
+    return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
+  }
+  parts.erase(parts.begin());
+  const std::size_t n = parts.size();
+
+  if (m == "GET" && n == 1 && parts[0] == "health") {
+    return Json(200, R"({"status":"ok","protocol":1})");
+  }
+  if (m == "GET" && n == 1 && parts[0] == "info") {
+    const auto& key = coordinator_.signing_key();
+    return Json(200, boost::json::serialize(boost::json::object{
+                         {"protocol", common::kProtocolVersion},
+                         {"signing_key", key.Hex()},
+                         {"fingerprint", common::Fingerprint(key)}}));
+  }
+  if (m == "POST" && n == 1 && parts[0] == "hosts") {
+    auto r = coordinator_.RegisterHost(req.body);
+    if (!r) return ErrorResponse(r.error());
+    return Json(201, common::SerializeHostRegistered(*r));
+  }
+
+  // ---- donor routes: host token ----
+  const bool host_route = (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||
+                          (m == "PUT" && n == 2 && parts[0] == "blobs");
+  if (host_route) {
+    auto host = coordinator_.AuthenticateHost(token);
+    if (!host) return ErrorResponse(host.error());
+    if (parts[0] == "work") {
+      auto request = common::ParseWorkRequest(req.body);
+      if (!request) return ErrorResponse(request.error());
+      auto work = coordinator_.RequestWork(*host, *request);
+      if (!work) return ErrorResponse(work.error());
+      if (!work->has_value()) return Json(204, "");
+      return Json(200, common::SerializeEnvelope(**work));
+    }
+    if (parts[0] == "results") {
+      auto ack = coordinator_.SubmitResult(*host, req.body);
+      if (!ack) return ErrorResponse(ack.error());
+      return Json(200, common::SerializeResultAck(*ack));
+    }
+    auto stored = coordinator_.UploadBlob(*host, std::string(parts[1]), common::AsBytes(req.body));
+    if (!stored) return ErrorResponse(stored.error());
+    return Json(201, boost::json::serialize(boost::json::object{{"id", parts[1]}}));
+  }
+
+  if (m == "GET" && n == 2 && parts[0] == "blobs") {
+    // Blobs are content-addressed and checked by hash on receipt; any known host or account may
+    // read them (a public mirror could serve them just as well).
+    if (!coordinator_.AuthenticateHost(token) && !coordinator_.AuthenticateAccount(token)) {
+      return ErrorResponse(MakeError(Errc::kUnauthorized, "unknown token"));
+    }
+    auto bytes = coordinator_.ReadBlob(std::string(parts[1]));
+    if (!bytes) return ErrorResponse(bytes.error());
+    return Bytes(std::move(*bytes));
+  }
+
+  // ---- recipient routes: account token ----
+  auto account = coordinator_.AuthenticateAccount(token);
+  const bool account_route = (n == 1 && (parts[0] == "jobs" || parts[0] == "catalog")) ||
+                             (n >= 2 && parts[0] == "jobs");
+  if (!account_route) return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
+  if (!account) return ErrorResponse(account.error());
+
+  if (m == "POST" && n == 1 && parts[0] == "jobs") {
+    auto created = coordinator_.SubmitJob(*account, req.body);
+    if (!created) return ErrorResponse(created.error());
+    return Json(201, common::SerializeJobCreated(*created));
+  }
+  if (m == "GET" && n == 1 && parts[0] == "catalog") {
+    auto entries = coordinator_.Catalog();
+    if (!entries) return ErrorResponse(entries.error());
+    return Json(200, CatalogJson(*entries));
+  }
+  if (m == "GET" && n >= 2 && n <= 3 && parts[0] == "jobs") {
+    auto id = ParseId(parts[1]);
+    if (!id) return ErrorResponse(id.error());
+    if (n == 2) {
+      auto status = coordinator_.GetJobStatus(*account, *id);
+      if (!status) return ErrorResponse(status.error());
+      return Json(200, common::SerializeJobStatus(*status));
+    }
+    if (parts[2] == "model") {
+      auto model = coordinator_.DownloadModel(*account, *id);
+      if (!model) return ErrorResponse(model.error());
+      HttpResponse r = Bytes(std::move(model->second));
+      r.headers.emplace_back("X-Ubcp-Model-Spec", model->first);
+      return r;
+    }
+  }
+  return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
+}
+
+}  // namespace ubcp::coordinator

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/coordinator/coordinator_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <cmath>
+
+#include "ubcp/common/model.h"
+#include "ubcp/coordinator/aggregate.h"
+#include "ubcp/coordinator/tensor_blobs.h"
+
+namespace ubcp::coordinator {
+using common::Errc;
+using common::MakeError;
+
+std::int64_t SystemClockSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+
+std::string BenchmarkJson(const common::HostBenchmark& b) {
+  boost::json::array train;
+  for (const auto& t : b.train) {
+    train.push_back(boost::json::object{{"model", t.model}, {"samples_per_s", t.samples_per_s}});
+  }
+  boost::json::array names;
+  for (const auto& n : b.cuda_names) names.push_back(boost::json::string(n));
+  return boost::json::serialize(boost::json::object{{"matmul_gflops", b.matmul_gflops},
+                                                    {"train", train},
+                                                    {"cpu_threads", b.cpu_threads},
+                                                    {"cuda_devices", b.cuda_devices},
+                                                    {"cuda_names", names},
+                                                    {"cuda_matmul_gflops", b.cuda_matmul_gflops},
+                                                    {"torch_version", b.torch_version}});
+}
+
+std::string CapabilitiesJson(const common::HostCapabilities& c) {
+  return boost::json::serialize(boost::json::object{{"cpu_cores", c.cpu_cores},
+                                                    {"memory_mb", c.memory_mb},
+                                                    {"cuda", c.cuda},
+                                                    {"client_version", c.client_version}});
+}
+
+common::BlobRef ToRef(const BlobRecord& b) { return {b.id, b.size, b.raw_size}; }
+
+bool Finite(double x) { return std::isfinite(x); }
+
+}  // namespace
+
+Coordinator::Coordinator(Store& store, const BlobStore& blobs,
+                         const common::SigningKey& signing_key, Clock clock,
+                         CoordinatorConfig config)
+    : store_(store),
+      blobs_(blobs),
+      signing_key_(signing_key),
+      clock_(std::move(clock)),
+      config_(std::move(config)),
+      planner_(store, blobs, config_.datasets) {}
+
+common::Result<HostRecord> Coordinator::AuthenticateHost(std::string_view token) {
+  if (token.empty()) return MakeError(Errc::kUnauthorized, "missing bearer token");
+  return store_.FindHostByTokenHash(common::TokenHash(token));
+}
+
+common::Result<AccountRecord> Coordinator::AuthenticateAccount(std::string_view token) {
+  if (token.empty()) return MakeError(Errc::kUnauthorized, "missing bearer token");
+  return store_.FindAccountByTokenHash(common::TokenHash(token));
+}
+
+common::Result<common::HostRegistered> Coordinator::RegisterHost(std::string_view envelope_json) {
+  UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope env, common::ParseEnvelope(envelope_json));
+  UBCP_ASSIGN_OR_RETURN(common::PublicKey key, common::PublicKey::FromHex(env.signer));
+  // Proof of possession: the registration must be signed by the key it registers, so nobody
+  // can register (and later be credited for) a key they do not hold.
+  UBCP_RETURN_IF_ERROR(common::VerifyEnvelope(env, common::kDomainRegister, key));
+  UBCP_ASSIGN_OR_RETURN(common::HostRegistration reg, common::ParseHostRegistration(env.payload));
+  if (reg.public_key != env.signer) {
+    return MakeError(Errc::kInvalidArgument, "registration names another key than its signer");
+  }
+  const std::int64_t now = clock_();
+  if (std::llabs(now - reg.issued_at) > config_.registration_max_age_s) {
+    return MakeError(Errc::kForbidden, "registration is stale or from the future");
+  }
+  std::string token = common::NewToken();
+  NewHost host{reg.public_key, reg.name, common::TokenHash(token), BenchmarkJson(reg.benchmark),
+               CapabilitiesJson(reg.capabilities), now};
+  UBCP_ASSIGN_OR_RETURN(std::int64_t host_id, store_.CreateHost(host));
+  spdlog::info("registered host {} ({}), key {}, {:.1f} GFLOPS", host_id, reg.name,
+               common::Fingerprint(key), reg.benchmark.matmul_gflops);
+  return common::HostRegistered{common::kProtocolVersion, host_id, std::move(token)};
+}
+
+common::Result<std::string> Coordinator::SignManifest(const LeaseContext& ctx,
+                                                      common::SignedEnvelope* out) {
+  UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(ctx.job.spec_json));
+  common::Manifest m;
+  m.unit_id = ctx.unit.id;
+  m.job_id = ctx.job.id;
+  m.round = ctx.unit.round;
+  m.attempt = ctx.unit.attempt;
+  m.host_id = ctx.unit.host_id;
+  m.kind = ctx.unit.kind;
+  m.model_spec = ctx.job.model_spec;
+  m.model = ToRef(ctx.model);
+  m.data = ToRef(ctx.data);
+  if (ctx.unit.kind == common::kUnitFinetune) {
+    m.params = spec.params;
+    m.params.seed = ctx.unit.seed;
+    m.update_encoding = spec.update_encoding;
+  } else {
+    m.params.optimizer = spec.params.optimizer;
+    m.update_encoding = spec.update_encoding;
+  }
+  m.issued_at = clock_();
+  m.deadline = ctx.unit.lease_deadline;
+  *out = common::SignPayload(signing_key_, common::kDomainManifest, common::SerializeManifest(m));
+  return common::PayloadHash(*out);
+}
+
+common::Result<std::optional<common::SignedEnvelope>> Coordinator::RequestWork(
+    const HostRecord& host, const common::WorkRequest& request) {
+  std::vector<std::string> kinds = request.kinds;
+  if (kinds.empty()) kinds = {std::string(common::kUnitFinetune), std::string(common::kUnitEval)};
+  const std::int64_t now = clock_();
+  UBCP_RETURN_IF_ERROR(store_.TouchHost(host.id, now));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    common::SignedEnvelope envelope;
+    auto leased = store_.LeaseUnit(host.id, kinds, now, [&](const LeaseContext& ctx) {
+      return SignManifest(ctx, &envelope);
+    });
+    if (!leased) return leased.error();
+    if (leased->has_value()) {
+      spdlog::debug("unit {} (job {} round {} {}) attempt {} -> host {}", (*leased)->unit.id,
+                    (*leased)->job.id, (*leased)->unit.round, (*leased)->unit.kind,
+                    (*leased)->unit.attempt, host.id);
+      return std::optional<common::SignedEnvelope>(std::move(envelope));
+    }
+    // No work: maybe a round is complete but was not advanced (a crash between storing the
+    // last result and aggregating). Finish that, then look once more.
+    if (attempt == 0) Reconcile();
+  }
+  return std::optional<common::SignedEnvelope>();
+}
+
+common::Status Coordinator::UploadBlob(const HostRecord& host, const std::string& id,
+                                       common::ByteSpan bytes) {
+  if (bytes.size() > config_.max_update_bytes) {
+    return MakeError(Errc::kTooLarge, "update blob over the limit");
+  }
+  return blobs_.PutExpected(id, bytes);
+}
+
+common::Result<common::Bytes> Coordinator::ReadBlob(const std::string& id) {
+  if (!common::IsContentId(id)) return MakeError(Errc::kInvalidArgument, "malformed blob id");
+  return blobs_.Get(id, config_.max_blob_download);
+}
+
+common::Status Coordinator::ValidateResult(const common::ResultPayload& payload,
+                                           const UnitRecord& unit, const JobRecord& job) {
+  const auto& m = payload.metrics;
+  if (!Finite(m.loss) || m.loss < 0 || !Finite(m.first_loss) || m.first_loss < 0 ||
+      m.samples <= 0 || !Finite(payload.wall_seconds)) {
+    return MakeError(Errc::kInvalidArgument, "result metrics out of range");
+  }
+  if (unit.kind == common::kUnitEval) {
+    if (payload.update) return MakeError(Errc::kInvalidArgument, "eval result carries an update");
+    if (!(m.accuracy >= 0 && m.accuracy <= 1)) {
+      return MakeError(Errc::kInvalidArgument, "accuracy out of range");
+    }
+    return {};
+  }
+  if (!payload.update) return MakeError(Errc::kInvalidArgument, "finetune result without update");
+  const common::BlobRef& ref = *payload.update;
+  if (ref.raw_size > kMaxTensorBlobRaw) return MakeError(Errc::kTooLarge, "update too large");
+  // The update was uploaded before the result; its bytes must match the signed id and size, and
+  // decode to exactly the model's layout, before the result can count.
+  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, blobs_.Get(ref.id, config_.max_update_bytes));
+  if (bytes.size() != ref.size) return MakeError(Errc::kInvalidArgument, "update size mismatch");
+  UBCP_ASSIGN_OR_RETURN(common::ModelSpec spec, common::ParseModelSpec(job.model_spec));
+  common::TensorList layout = common::ModelLayout(spec);
+  common::TensorLimits limits;
+  limits.max_tensors = layout.size();
+  UBCP_ASSIGN_OR_RETURN(common::TensorList update,
+                        common::DecodeTensorBlob(bytes, ref.raw_size, limits));
+  UBCP_RETURN_IF_ERROR(common::CheckSameLayout(layout, update));
+  return store_.RecordBlob({ref.id, ref.size, ref.raw_size, "update"}, clock_());
+}
+
+common::Result<common::ResultAck> Coordinator::SubmitResult(const HostRecord& host,
+                                                            std::string_view envelope_json) {
+  UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope env, common::ParseEnvelope(envelope_json));
+  // Signature first, parse second: nothing a host sends is interpreted before it is known to
+  // come from the key this host registered.
+  if (env.signer != host.public_key) {
+    return MakeError(Errc::kForbidden, "result is not signed by this host's key");
+  }
+  UBCP_ASSIGN_OR_RETURN(common::PublicKey key, common::PublicKey::FromHex(host.public_key));
+  UBCP_RETURN_IF_ERROR(common::VerifyEnvelope(env, common::kDomainResult, key));
+  UBCP_ASSIGN_OR_RETURN(common::ResultPayload payload, common::ParseResultPayload(env.payload));
+  if (payload.host_id != host.id) return MakeError(Errc::kForbidden, "result names another host");
+  UBCP_ASSIGN_OR_RETURN(UnitRecord unit, store_.GetUnit(payload.unit_id));
+  if (payload.kind != unit.kind) return MakeError(Errc::kInvalidArgument, "result kind mismatch");
+  UBCP_ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(unit.job_id));
+
+  if (unit.state != UnitState::kDone) {
+    if (unit.state != UnitState::kLeased || unit.host_id != host.id ||
+        unit.attempt != payload.attempt || unit.manifest_hash != payload.manifest_hash) {
+      return MakeError(Errc::kConflict, "result does not answer the unit's current lease");
+    }
+    UBCP_RETURN_IF_ERROR(ValidateResult(payload, unit, job));
+  }
+  // A done unit goes straight to the store: the same envelope again is a harmless retry
+  // (duplicate), anything else is refused there as a conflict.
+  ResultRecord record;
+  record.unit_id = unit.id;
+  record.host_id = host.id;
+  record.attempt = payload.attempt;
+  record.envelope_hash = common::ContentId(common::AsBytes(envelope_json));
+  record.envelope_json = std::string(envelope_json);
+  record.update_blob = payload.update ? payload.update->id : "";
+  record.loss = payload.metrics.loss;
+  record.accuracy = payload.metrics.accuracy;
+  record.first_loss = payload.metrics.first_loss;
+  record.samples = payload.metrics.samples;
+  record.wall_seconds = payload.wall_seconds;
+  record.received_at = clock_();
+  UBCP_ASSIGN_OR_RETURN(RecordOutcome outcome, store_.RecordResult(record));
+  if (outcome == RecordOutcome::kDuplicate) {
+    return common::ResultAck{common::kProtocolVersion, "duplicate"};
+  }
+  if (auto advanced = Advance(job.id); !advanced) {
+    spdlog::error("job {}: advancing after unit {} failed: {}", job.id, unit.id,
+                  advanced.error().ToString());
+  }
+  return common::ResultAck{common::kProtocolVersion, "accepted"};
+}
+
+common::Status Coordinator::Advance(std::int64_t job_id) {
+  std::lock_guard lock(advance_mu_);
+  UBCP_ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(job_id));
+  if (job.state != "running") return {};
+  UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(job.spec_json));
+  UBCP_ASSIGN_OR_RETURN(std::vector<RoundSummary> rounds, store_.SummarizeRounds(job_id));
+  const int r = job.current_round;
+  if (r < 0 || r >= static_cast<int>(rounds.size())) {
+    return MakeError(Errc::kInternal, "job has no current round");
+  }
+  const RoundSummary& current = rounds[static_cast<std::size_t>(r)];
+  const std::int64_t now = clock_();
+
+  if (r < job.rounds) {
+    const int finetune_total = current.units_total - current.eval_total;
+    const int finetune_done = current.units_done - current.eval_done;
+    if (current.aggregated || finetune_done < finetune_total) return {};
+    auto fail = [&](const common::Error& e) -> common::Status {
+      spdlog::error("job {} round {}: aggregation failed: {}", job_id, r, e.ToString());
+      UBCP_RETURN_IF_ERROR(store_.FailJob(job_id, "aggregation failed: " + e.message, now));
+      return e;
+    };
+    UBCP_ASSIGN_OR_RETURN(RoundRecord round, store_.GetRound(job_id, r));
+    UBCP_ASSIGN_OR_RETURN(std::vector<ResultRecord> results,
+                          store_.ListResults(job_id, r, std::string(common::kUnitFinetune)));
+    auto global = GetTensorBlob(blobs_, store_, round.model_blob);
+    if (!global) return fail(global.error());
+    common::TensorList momentum;
+    if (!round.momentum_blob.empty()) {
+      auto loaded = GetTensorBlob(blobs_, store_, round.momentum_blob);
+      if (!loaded) return fail(loaded.error());
+      momentum = std::move(*loaded);
+    }
+    std::vector<common::TensorList> deltas;
+    deltas.reserve(results.size());
+    for (const auto& res : results) {
+      auto delta = GetTensorBlob(blobs_, store_, res.update_blob);
+      if (!delta) return fail(delta.error());
+      deltas.push_back(std::move(*delta));
+    }
+    std::vector<WeightedUpdate> updates;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      updates.push_back({&deltas[i], static_cast<double>(results[i].samples)});
+    }
+    OuterOptimizer optimizer{spec.aggregator == "diloco" ? OuterRule::kDiLoCo : OuterRule::kFedAvg,
+                             spec.outer_lr, spec.outer_momentum};
+    auto out = Aggregate(*global, &momentum, updates, optimizer);
+    if (!out) return fail(out.error());
+    UBCP_ASSIGN_OR_RETURN(BlobRecord next, PutTensorBlob(blobs_, store_, out->next_global,
+                                                         common::FloatEncoding::kFp32, "model", now));
+    std::string momentum_id;
+    if (!out->next_momentum.empty()) {
+      UBCP_ASSIGN_OR_RETURN(BlobRecord m, PutTensorBlob(blobs_, store_, out->next_momentum,
+                                                        common::FloatEncoding::kFp32, "state", now));
+      momentum_id = m.id;
+    }
+    RoundAdvance advance{job_id, r, next.id, momentum_id, Planner::PlanRound(spec, r + 1), now};
+    UBCP_ASSIGN_OR_RETURN(bool advanced, store_.AdvanceRound(advance));
+    if (advanced) {
+      spdlog::info("job {}: round {} aggregated from {} updates ({}), round {} starts", job_id, r,
+                   results.size(), spec.aggregator, r + 1);
+    }
+    return {};
+  }
+
+  for (const auto& s : rounds) {
+    if (s.units_done < s.units_total) return {};
+  }
+  std::optional<CatalogEntry> publish;
+  if (!spec.publish_as.empty()) {
+    publish = CatalogEntry{spec.publish_as, job.model_spec, current.model_blob, job_id,
+                           "trained by job " + std::to_string(job_id) + " (" + job.name +
+                               ") on " + spec.dataset,
+                           now};
+  }
+  auto finished = store_.FinishJob(job_id, current.model_blob, publish, now);
+  if (!finished && finished.error().code == Errc::kConflict && publish) {
+    spdlog::warn("job {}: catalog name '{}' taken; finishing without publishing", job_id,
+                 spec.publish_as);
+    finished = store_.FinishJob(job_id, current.model_blob, std::nullopt, now);
+  }
+  if (!finished) return finished.error();
+  if (*finished) {
+    spdlog::info("job {} done: final model {} (accuracy {:.4f})", job_id,
+                 current.model_blob.substr(0, 12), current.eval_accuracy);
+  }
+  return {};
+}
+
+void Coordinator::Reconcile() {
+  auto jobs = store_.ListRunningJobIds();
+  if (!jobs) {
+    spdlog::error("reconcile: {}", jobs.error().ToString());
+    return;
+  }
+  for (std::int64_t id : *jobs) {
+    if (auto s = Advance(id); !s) spdlog::error("reconcile job {}: {}", id, s.error().ToString());
+  }
+}
+
+common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& account,
+                                                          std::string_view spec_json) {
+  UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(spec_json));
+  if (!spec.publish_as.empty() && store_.GetCatalogModel(spec.publish_as)) {
+    return MakeError(Errc::kConflict, "catalog name '" + spec.publish_as + "' is taken");
+  }
+  const std::int64_t now = clock_();
+  UBCP_ASSIGN_OR_RETURN(NewJob job, planner_.PlanJob(spec, account.id, now));
+  UBCP_ASSIGN_OR_RETURN(std::int64_t job_id, store_.CreateJob(job));
+  spdlog::info("job {} '{}' from account {}: {} on {}, {} rounds x {} units", job_id, spec.name,
+               account.id, job.model_spec, spec.dataset, spec.rounds, spec.units_per_round);
+  return common::JobCreated{common::kProtocolVersion, job_id};
+}
+
+common::Result<JobRecord> Coordinator::OwnedJob(const AccountRecord& account,
+                                                std::int64_t job_id) {
+  auto job = store_.GetJob(job_id);
+  // Someone else's job answers exactly like a missing one: ids reveal nothing.
+  if (!job || (job->account_id != account.id && account.role != Role::kAdmin)) {
+    return MakeError(Errc::kNotFound, "no job " + std::to_string(job_id));
+  }
+  return job;
+}
+
+common::Result<common::JobStatus> Coordinator::GetJobStatus(const AccountRecord& account,
+                                                            std::int64_t job_id) {
+  UBCP_ASSIGN_OR_RETURN(JobRecord job, OwnedJob(account, job_id));
+  UBCP_ASSIGN_OR_RETURN(std::vector<RoundSummary> rounds, store_.SummarizeRounds(job_id));
+  common::JobStatus status;
+  status.job_id = job.id;
+  status.name = job.name;
+  status.state = job.state;
+  status.model_spec = job.model_spec;
+  status.rounds = job.rounds;
+  status.current_round = job.current_round;
+  status.final_model = job.final_model;
+  for (const auto& s : rounds) {
+    common::RoundStatus rs;
+    rs.round = s.round;
+    rs.model_blob = s.model_blob;
+    rs.units_done = s.units_done;
+    rs.units_total = s.units_total;
+    rs.evaluated = s.eval_total > 0 && s.eval_done == s.eval_total;
+    rs.eval_loss = s.eval_loss;
+    rs.eval_accuracy = s.eval_accuracy;
+    rs.eval_samples = s.eval_samples;
+    rs.train_loss = s.train_loss;
+    status.history.push_back(std::move(rs));
+  }
+  UBCP_ASSIGN_OR_RETURN(status.hosts, store_.CountJobHosts(job_id));
+  return status;
+}
+
+common::Result<std::pair<std::string, common::Bytes>> Coordinator::DownloadModel(
+    const AccountRecord& account, std::int64_t job_id) {
+  UBCP_ASSIGN_OR_RETURN(JobRecord job, OwnedJob(account, job_id));
+  if (job.state != "done") return MakeError(Errc::kConflict, "job is not done");
+  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, blobs_.Get(job.final_model, config_.max_blob_download));
+  return std::make_pair(job.model_spec, std::move(bytes));
+}
+
+common::Result<std::vector<CatalogEntry>> Coordinator::Catalog() { return store_.ListCatalog(); }
+
+}  // namespace ubcp::coordinator

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The SQLite store's schema as an ordered list of migrations. Each one is applied once, in its
+// own transaction together with its schema_version row, so a crash leaves the database at a
+// whole version. Append new migrations; never edit one that has shipped.
+
+#include <array>
+
+namespace ubcp::coordinator::sqlite {
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+inline constexpr std::array kMigrations = {
+    Migration{1, R"sql(
+CREATE TABLE hosts (
+  id                INTEGER PRIMARY KEY,
+  public_key        TEXT NOT NULL UNIQUE,
+  name              TEXT NOT NULL,
+  -- Only the hash of the bearer token is stored; see FindHostByTokenHash.
+  token_hash        TEXT NOT NULL UNIQUE,
+  benchmark_json    TEXT NOT NULL,
+  capabilities_json TEXT NOT NULL,
+  registered_at     INTEGER NOT NULL,
+  last_seen_at      INTEGER NOT NULL
+);
+
+CREATE TABLE accounts (
+  id         INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL UNIQUE,
+  token_hash TEXT NOT NULL UNIQUE,
+  role       TEXT NOT NULL CHECK (role IN ('recipient', 'admin')),
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE blobs (
+  id         TEXT PRIMARY KEY,
+  size       INTEGER NOT NULL CHECK (size >= 0),
+  raw_size   INTEGER NOT NULL CHECK (raw_size >= 0),
+  kind       TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE catalog (
+  name        TEXT PRIMARY KEY,
+  model_spec  TEXT NOT NULL,
+  blob_id     TEXT NOT NULL,
+  source_job  INTEGER NOT NULL,
+  description TEXT NOT NULL,
+  created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE jobs (
+  id            INTEGER PRIMARY KEY,
+  account_id    INTEGER NOT NULL,
+  name          TEXT NOT NULL,
+  spec_json     TEXT NOT NULL,
+  model_spec    TEXT NOT NULL,
+  state         TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+  rounds        INTEGER NOT NULL CHECK (rounds >= 0),
+  current_round INTEGER NOT NULL,
+  lease_seconds INTEGER NOT NULL CHECK (lease_seconds > 0),
+  final_model   TEXT NOT NULL DEFAULT '',
+  error         TEXT NOT NULL DEFAULT '',
+  created_at    INTEGER NOT NULL,
+  updated_at    INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_account ON jobs (account_id, id);
+
+CREATE TABLE job_shards (
+  job_id      INTEGER NOT NULL REFERENCES jobs (id),
+  kind        TEXT NOT NULL CHECK (kind IN ('train', 'test')),
+  shard_index INTEGER NOT NULL CHECK (shard_index >= 0),
+  blob_id     TEXT NOT NULL,
+  samples     INTEGER NOT NULL CHECK (samples >= 0),
+  PRIMARY KEY (job_id, kind, shard_index)
+) WITHOUT ROWID;
+
+CREATE TABLE rounds (
+  job_id        INTEGER NOT NULL REFERENCES jobs (id),
+  round         INTEGER NOT NULL CHECK (round >= 0),
+  model_blob    TEXT NOT NULL,
+  momentum_blob TEXT NOT NULL DEFAULT '',
+  aggregated    INTEGER NOT NULL DEFAULT 0 CHECK (aggregated IN (0, 1)),
+  created_at    INTEGER NOT NULL,
+  PRIMARY KEY (job_id, round)
+) WITHOUT ROWID;
+
+CREATE TABLE units (
+  id             INTEGER PRIMARY KEY,
+  job_id         INTEGER NOT NULL,
+  round          INTEGER NOT NULL,
+  kind           TEXT NOT NULL,
+  shard_index    INTEGER NOT NULL,
+  state          TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done')),
+  attempt        INTEGER NOT NULL DEFAULT 0,
+  host_id        INTEGER NOT NULL DEFAULT 0,
+  lease_deadline INTEGER NOT NULL DEFAULT 0,
+  manifest_hash  TEXT NOT NULL DEFAULT '',
+  -- The 64-bit unsigned seed, stored bit-for-bit as a signed integer.
+  seed           INTEGER NOT NULL,
+  FOREIGN KEY (job_id, round) REFERENCES rounds (job_id, round)
+);
+-- LeaseUnit walks this index in (job, round, id) order within each state.
+CREATE INDEX units_by_state ON units (state, job_id, round, id);
+CREATE INDEX units_by_round ON units (job_id, round, kind);
+
+CREATE TABLE results (
+  unit_id       INTEGER PRIMARY KEY REFERENCES units (id),
+  job_id        INTEGER NOT NULL,
+  round         INTEGER NOT NULL,
+  kind          TEXT NOT NULL,
+  host_id       INTEGER NOT NULL,
+  attempt       INTEGER NOT NULL,
+  envelope_hash TEXT NOT NULL,
+  envelope_json TEXT NOT NULL,
+  update_blob   TEXT NOT NULL,
+  -- SQLite stores a NaN as NULL; the store reads NULL back as NaN.
+  loss          REAL,
+  accuracy      REAL,
+  first_loss    REAL,
+  samples       INTEGER NOT NULL CHECK (samples >= 0),
+  wall_seconds  REAL,
+  received_at   INTEGER NOT NULL
+);
+CREATE INDEX results_by_round ON results (job_id, round, kind);
+CREATE INDEX results_by_host ON results (job_id, host_id);
+)sql"},
+};
+
+}  // namespace ubcp::coordinator::sqlite

@@ -1,0 +1,1008 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Store on one SQLite database in WAL mode. One connection serves every caller: a mutex
+// serializes the methods, and each method runs in a single SQLite transaction (BEGIN IMMEDIATE
+// for writers, so the write lock is taken up front and a transaction never has to be upgraded
+// halfway), committed only when the whole method succeeded.
+
+#include <bit>
+#include <climits>
+#include <cmath>
+#include <ctime>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "store/sqlite_handle.h"
+#include "store/sqlite_migrations.h"
+#include "ubcp/common/wire.h"
+#include "ubcp/coordinator/store.h"
+
+namespace ubcp::coordinator {
+namespace {
+
+using common::Errc;
+using common::MakeError;
+using sqlite::Statement;
+using sqlite::StatementRef;
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr std::size_t kMaxKinds = 16;
+constexpr std::size_t kMaxUnitsPerRound = 1'000'000;
+constexpr std::size_t kMaxShards = 1'000'000;
+constexpr std::int64_t kMaxLeaseSeconds = 30LL * 24 * 3600;
+
+Result<UnitState> ParseUnitState(std::string_view text) {
+  if (text == "pending") return UnitState::kPending;
+  if (text == "leased") return UnitState::kLeased;
+  if (text == "done") return UnitState::kDone;
+  return MakeError(Errc::kInternal, "store holds an unknown unit state");
+}
+
+std::string_view RoleName(Role role) { return role == Role::kAdmin ? "admin" : "recipient"; }
+
+Result<Role> ParseRole(std::string_view text) {
+  if (text == "admin") return Role::kAdmin;
+  if (text == "recipient") return Role::kRecipient;
+  return MakeError(Errc::kInternal, "store holds an unknown role");
+}
+
+std::string_view ShardKindName(ShardKind kind) {
+  return kind == ShardKind::kTest ? "test" : "train";
+}
+
+Result<ShardKind> ParseShardKind(std::string_view text) {
+  if (text == "train") return ShardKind::kTrain;
+  if (text == "test") return ShardKind::kTest;
+  return MakeError(Errc::kInternal, "store holds an unknown shard kind");
+}
+
+bool IsUnitKind(std::string_view kind) {
+  return kind == common::kUnitFinetune || kind == common::kUnitEval;
+}
+
+// SQLite integers are signed 64-bit; seeds keep all 64 bits by reinterpretation.
+std::int64_t SeedToSql(std::uint64_t seed) { return std::bit_cast<std::int64_t>(seed); }
+std::uint64_t SeedFromSql(std::int64_t value) { return std::bit_cast<std::uint64_t>(value); }
+
+// SQLite binds a NaN as NULL; read it back as NaN so a diverged loss survives the round trip.
+double RealOrNan(const Statement& stmt, int col) {
+  return stmt.IsNull(col) ? std::numeric_limits<double>::quiet_NaN() : stmt.Double(col);
+}
+
+Status ValidateUnits(const std::vector<UnitPlan>& units) {
+  if (units.size() > kMaxUnitsPerRound) {
+    return MakeError(Errc::kTooLarge, "too many units in one round");
+  }
+  for (const UnitPlan& unit : units) {
+    if (!IsUnitKind(unit.kind)) {
+      return MakeError(Errc::kInvalidArgument, "unknown unit kind: " + unit.kind);
+    }
+    if (unit.shard_index < 0) return MakeError(Errc::kInvalidArgument, "negative shard index");
+  }
+  return {};
+}
+
+HostRecord ReadHost(const Statement& s) {
+  HostRecord h;
+  h.id = s.Int64(0);
+  h.public_key = s.Text(1);
+  h.name = s.Text(2);
+  h.benchmark_json = s.Text(3);
+  h.capabilities_json = s.Text(4);
+  h.registered_at = s.Int64(5);
+  h.last_seen_at = s.Int64(6);
+  return h;
+}
+
+JobRecord ReadJob(const Statement& s) {
+  JobRecord j;
+  j.id = s.Int64(0);
+  j.account_id = s.Int64(1);
+  j.name = s.Text(2);
+  j.spec_json = s.Text(3);
+  j.model_spec = s.Text(4);
+  j.state = s.Text(5);
+  j.rounds = s.Int(6);
+  j.current_round = s.Int(7);
+  j.lease_seconds = s.Int64(8);
+  j.final_model = s.Text(9);
+  j.error = s.Text(10);
+  j.created_at = s.Int64(11);
+  j.updated_at = s.Int64(12);
+  return j;
+}
+
+Result<UnitRecord> ReadUnit(const Statement& s) {
+  UnitRecord u;
+  u.id = s.Int64(0);
+  u.job_id = s.Int64(1);
+  u.round = s.Int(2);
+  u.kind = s.Text(3);
+  u.shard_index = s.Int(4);
+  UBCP_ASSIGN_OR_RETURN(u.state, ParseUnitState(s.Text(5)));
+  u.attempt = s.Int(6);
+  u.host_id = s.Int64(7);
+  u.lease_deadline = s.Int64(8);
+  u.manifest_hash = s.Text(9);
+  u.seed = SeedFromSql(s.Int64(10));
+  return u;
+}
+
+ResultRecord ReadResult(const Statement& s) {
+  ResultRecord r;
+  r.unit_id = s.Int64(0);
+  r.job_id = s.Int64(1);
+  r.round = s.Int(2);
+  r.kind = s.Text(3);
+  r.host_id = s.Int64(4);
+  r.attempt = s.Int(5);
+  r.envelope_hash = s.Text(6);
+  r.envelope_json = s.Text(7);
+  r.update_blob = s.Text(8);
+  r.loss = RealOrNan(s, 9);
+  r.accuracy = RealOrNan(s, 10);
+  r.first_loss = RealOrNan(s, 11);
+  r.samples = s.Int64(12);
+  r.wall_seconds = RealOrNan(s, 13);
+  r.received_at = s.Int64(14);
+  return r;
+}
+
+CatalogEntry ReadCatalog(const Statement& s) {
+  CatalogEntry c;
+  c.name = s.Text(0);
+  c.model_spec = s.Text(1);
+  c.blob_id = s.Text(2);
+  c.source_job = s.Int64(3);
+  c.description = s.Text(4);
+  c.created_at = s.Int64(5);
+  return c;
+}
+
+class SqliteStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const std::filesystem::path& path);
+
+  Result<std::int64_t> CreateHost(const NewHost& host) override;
+  Result<HostRecord> FindHostByTokenHash(const std::string& token_hash) override;
+  Result<HostRecord> GetHost(std::int64_t host_id) override;
+  Status TouchHost(std::int64_t host_id, std::int64_t now) override;
+  Result<std::int64_t> CountHosts() override;
+  Result<std::int64_t> CreateAccount(const std::string& name, const std::string& token_hash,
+                                     Role role, std::int64_t now) override;
+  Result<AccountRecord> FindAccountByTokenHash(const std::string& token_hash) override;
+  Status RecordBlob(const BlobRecord& blob, std::int64_t now) override;
+  Result<BlobRecord> GetBlob(const std::string& id) override;
+  Status PublishModel(const CatalogEntry& entry) override;
+  Result<CatalogEntry> GetCatalogModel(const std::string& name) override;
+  Result<std::vector<CatalogEntry>> ListCatalog() override;
+  Result<std::int64_t> CreateJob(const NewJob& job) override;
+  Result<JobRecord> GetJob(std::int64_t job_id) override;
+  Result<std::vector<JobRecord>> ListJobs(std::int64_t account_id) override;
+  Result<std::vector<std::int64_t>> ListRunningJobIds() override;
+  Result<std::vector<ShardRecord>> ListShards(std::int64_t job_id) override;
+  Result<RoundRecord> GetRound(std::int64_t job_id, int round) override;
+  Result<std::vector<RoundSummary>> SummarizeRounds(std::int64_t job_id) override;
+  Result<std::int64_t> CountJobHosts(std::int64_t job_id) override;
+  Result<std::optional<LeaseContext>> LeaseUnit(std::int64_t host_id,
+                                                const std::vector<std::string>& kinds,
+                                                std::int64_t now,
+                                                const ManifestSigner& sign) override;
+  Result<UnitRecord> GetUnit(std::int64_t unit_id) override;
+  Result<RecordOutcome> RecordResult(const ResultRecord& result) override;
+  Result<std::vector<ResultRecord>> ListResults(std::int64_t job_id, int round,
+                                                const std::string& kind) override;
+  Result<bool> AdvanceRound(const RoundAdvance& advance) override;
+  Result<bool> FinishJob(std::int64_t job_id, const std::string& final_model,
+                         const std::optional<CatalogEntry>& publish, std::int64_t now) override;
+  Status FailJob(std::int64_t job_id, const std::string& error, std::int64_t now) override;
+
+ private:
+  enum class TxKind { kRead, kWrite };
+
+  explicit SqliteStore(sqlite::Db db) : db_(std::move(db)), statements_(db_.get()) {}
+
+  static Status Migrate(sqlite3* db);
+
+  // Runs `body` under the mutex inside one transaction; commits only if it returned a value,
+  // rolls back on an error or an exception (which never escapes).
+  template <class F>
+  std::invoke_result_t<F&> Transact(TxKind kind, F&& body);
+  void RollbackIfActive();
+
+  Result<StatementRef> Sql(std::string_view sql) { return statements_.Get(sql); }
+  std::int64_t Changes() { return sqlite3_changes64(db_.get()); }
+  std::int64_t LastRowId() { return sqlite3_last_insert_rowid(db_.get()); }
+
+  // Helpers that run inside a caller's transaction.
+  Status RequireJob(std::int64_t job_id);
+  Result<JobRecord> LoadJob(std::int64_t job_id);
+  Result<UnitRecord> LoadUnit(std::int64_t unit_id);
+  // `missing` is the error code when the blob is not in the index.
+  Result<BlobRecord> LoadBlob(const std::string& id, Errc missing);
+  Status InsertCatalog(const CatalogEntry& entry);
+  Status InsertUnits(std::int64_t job_id, int round, const std::vector<UnitPlan>& units);
+
+  std::mutex mu_;
+  sqlite::Db db_;  // declared before statements_: statements are finalized first
+  sqlite::StatementCache statements_;
+};
+
+template <class F>
+std::invoke_result_t<F&> SqliteStore::Transact(TxKind kind, F&& body) {
+  using R = std::invoke_result_t<F&>;
+  try {
+    std::lock_guard lock(mu_);
+    Status begin =
+        sqlite::Exec(db_.get(), kind == TxKind::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+    if (!begin) return R(begin.error());
+    try {
+      R result = body();
+      if (!result) {
+        RollbackIfActive();
+        return result;
+      }
+      Status commit = sqlite::Exec(db_.get(), "COMMIT");
+      if (!commit) {
+        RollbackIfActive();
+        return R(commit.error());
+      }
+      return result;
+    } catch (...) {
+      RollbackIfActive();
+      throw;
+    }
+  } catch (const std::exception& e) {
+    return R(MakeError(Errc::kInternal, std::string("store: ") + e.what()));
+  } catch (...) {
+    return R(MakeError(Errc::kInternal, "store: unknown exception"));
+  }
+}
+
+void SqliteStore::RollbackIfActive() {
+  // SQLite already rolled back by itself after some errors (e.g. disk full); a second ROLLBACK
+  // would only fail.
+  if (sqlite3_get_autocommit(db_.get()) == 0) (void)sqlite::Exec(db_.get(), "ROLLBACK");
+}
+
+Result<std::unique_ptr<Store>> SqliteStore::Open(const std::filesystem::path& path) {
+  auto io_error = [&](const common::Error& e) {
+    return MakeError(Errc::kIo, "sqlite store " + path.string() + ": " + e.message);
+  };
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE,
+                           nullptr);
+  sqlite::Db db(raw);  // closes the handle on every path, including a failed open
+  if (rc != SQLITE_OK) return io_error(sqlite::ErrorFrom(raw, rc, "open"));
+  sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+  // Defensive mode: no writes to the schema or pages through SQL, whatever a statement says.
+  sqlite3_db_config(db.get(), SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db.get(), SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+
+  {
+    auto stmt = Statement::Prepare(db.get(), "PRAGMA journal_mode=WAL");
+    if (!stmt) return io_error(stmt.error());
+    auto row = (*stmt)->Step();
+    if (!row) return io_error(row.error());
+    if (!*row || (*stmt)->Text(0) != "wal") {
+      return MakeError(Errc::kIo, "sqlite store " + path.string() + ": WAL mode unavailable");
+    }
+  }
+  // FULL: with WAL this syncs at every commit, so an acknowledged result survives a power loss.
+  if (Status s = sqlite::Exec(db.get(), "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !s) {
+    return io_error(s.error());
+  }
+  if (Status s = Migrate(db.get()); !s) return io_error(s.error());
+  return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
+}
+
+Status SqliteStore::Migrate(sqlite3* db) {
+  UBCP_RETURN_IF_ERROR(sqlite::Exec(db,
+                                    "CREATE TABLE IF NOT EXISTS schema_version ("
+                                    "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
+  for (const sqlite::Migration& migration : sqlite::kMigrations) {
+    // Re-read the version inside each write transaction: another process may have migrated.
+    UBCP_RETURN_IF_ERROR(sqlite::Exec(db, "BEGIN IMMEDIATE"));
+    Status applied = [&]() -> Status {
+      UBCP_ASSIGN_OR_RETURN(auto current,
+                            Statement::Prepare(db, "SELECT COALESCE(MAX(version), 0) "
+                                                   "FROM schema_version"));
+      UBCP_ASSIGN_OR_RETURN(bool row, current->Step());
+      if (!row) return MakeError(Errc::kInternal, "schema_version query returned no row");
+      std::int64_t version = current->Int64(0);
+      if (version > SqliteSchemaVersion()) {
+        return MakeError(Errc::kIo, "database schema version " + std::to_string(version) +
+                                        " is newer than this build's " +
+                                        std::to_string(SqliteSchemaVersion()));
+      }
+      if (version >= migration.version) return {};
+      UBCP_RETURN_IF_ERROR(sqlite::Exec(db, migration.sql));
+      UBCP_ASSIGN_OR_RETURN(auto insert,
+                            Statement::Prepare(db, "INSERT INTO schema_version "
+                                                   "(version, applied_at) VALUES (?1, ?2)"));
+      UBCP_RETURN_IF_ERROR(
+          insert->BindAll(migration.version, static_cast<std::int64_t>(std::time(nullptr))));
+      return insert->Run();
+    }();
+    if (!applied) {
+      if (sqlite3_get_autocommit(db) == 0) (void)sqlite::Exec(db, "ROLLBACK");
+      return applied;
+    }
+    UBCP_RETURN_IF_ERROR(sqlite::Exec(db, "COMMIT"));
+  }
+  return {};
+}
+
+// ---- helpers inside a transaction ----
+
+Status SqliteStore::RequireJob(std::int64_t job_id) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT 1 FROM jobs WHERE id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kNotFound, "no job " + std::to_string(job_id));
+  return {};
+}
+
+Result<JobRecord> SqliteStore::LoadJob(std::int64_t job_id) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
+                                       "state, rounds, current_round, lease_seconds, "
+                                       "final_model, error, created_at, updated_at "
+                                       "FROM jobs WHERE id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kNotFound, "no job " + std::to_string(job_id));
+  return ReadJob(*stmt);
+}
+
+Result<BlobRecord> SqliteStore::LoadBlob(const std::string& id, Errc missing) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt,
+                        Sql("SELECT id, size, raw_size, kind FROM blobs WHERE id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(missing, "blob " + id + " is not in the index");
+  BlobRecord b;
+  b.id = stmt->Text(0);
+  b.size = static_cast<std::uint64_t>(stmt->Int64(1));
+  b.raw_size = static_cast<std::uint64_t>(stmt->Int64(2));
+  b.kind = stmt->Text(3);
+  return b;
+}
+
+Result<UnitRecord> SqliteStore::LoadUnit(std::int64_t unit_id) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, job_id, round, kind, shard_index, state, "
+                                       "attempt, host_id, lease_deadline, manifest_hash, seed "
+                                       "FROM units WHERE id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kNotFound, "no unit " + std::to_string(unit_id));
+  return ReadUnit(*stmt);
+}
+
+Status SqliteStore::InsertCatalog(const CatalogEntry& entry) {
+  if (entry.name.empty()) return MakeError(Errc::kInvalidArgument, "empty catalog name");
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO catalog (name, model_spec, blob_id, "
+                                       "source_job, description, created_at) "
+                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(entry.name, entry.model_spec, entry.blob_id,
+                                     entry.source_job, entry.description, entry.created_at));
+  return stmt->Run();
+}
+
+Status SqliteStore::InsertUnits(std::int64_t job_id, int round,
+                                const std::vector<UnitPlan>& units) {
+  for (const UnitPlan& unit : units) {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO units (job_id, round, kind, shard_index, "
+                                         "state, seed) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)"));
+    UBCP_RETURN_IF_ERROR(
+        stmt->BindAll(job_id, round, unit.kind, unit.shard_index, SeedToSql(unit.seed)));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+  }
+  return {};
+}
+
+// ---- hosts and accounts ----
+
+Result<std::int64_t> SqliteStore::CreateHost(const NewHost& host) {
+  if (host.public_key.empty() || host.token_hash.empty()) {
+    return MakeError(Errc::kInvalidArgument, "host needs a public key and a token hash");
+  }
+  return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO hosts (public_key, name, token_hash, "
+                                         "benchmark_json, capabilities_json, registered_at, "
+                                         "last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(host.public_key, host.name, host.token_hash,
+                                       host.benchmark_json, host.capabilities_json, host.now));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    return LastRowId();
+  });
+}
+
+// Lookup by token hash through a unique index. The token is 256 random bits and only its
+// BLAKE2b hash is stored, so neither the stored value nor any timing of the index lookup tells
+// an attacker anything that helps forge a token; no constant-time comparison is needed here.
+Result<HostRecord> SqliteStore::FindHostByTokenHash(const std::string& token_hash) {
+  return Transact(TxKind::kRead, [&]() -> Result<HostRecord> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, public_key, name, benchmark_json, "
+                                         "capabilities_json, registered_at, last_seen_at "
+                                         "FROM hosts WHERE token_hash = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(token_hash));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row || token_hash.empty()) return MakeError(Errc::kUnauthorized, "unknown host token");
+    return ReadHost(*stmt);
+  });
+}
+
+Result<HostRecord> SqliteStore::GetHost(std::int64_t host_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<HostRecord> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, public_key, name, benchmark_json, "
+                                         "capabilities_json, registered_at, last_seen_at "
+                                         "FROM hosts WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kNotFound, "no host " + std::to_string(host_id));
+    return ReadHost(*stmt);
+  });
+}
+
+Status SqliteStore::TouchHost(std::int64_t host_id, std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Status {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE hosts SET last_seen_at = ?2 WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id, now));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    if (Changes() == 0) return MakeError(Errc::kNotFound, "no host " + std::to_string(host_id));
+    return {};
+  });
+}
+
+Result<std::int64_t> SqliteStore::CountHosts() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::int64_t> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COUNT(*) FROM hosts"));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+    return stmt->Int64(0);
+  });
+}
+
+Result<std::int64_t> SqliteStore::CreateAccount(const std::string& name,
+                                                const std::string& token_hash, Role role,
+                                                std::int64_t now) {
+  if (name.empty() || token_hash.empty()) {
+    return MakeError(Errc::kInvalidArgument, "account needs a name and a token hash");
+  }
+  return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO accounts (name, token_hash, role, "
+                                         "created_at) VALUES (?1, ?2, ?3, ?4)"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(name, token_hash, RoleName(role), now));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    return LastRowId();
+  });
+}
+
+// Same reasoning as FindHostByTokenHash: the lookup key is the hash of a 256-bit random token.
+Result<AccountRecord> SqliteStore::FindAccountByTokenHash(const std::string& token_hash) {
+  return Transact(TxKind::kRead, [&]() -> Result<AccountRecord> {
+    UBCP_ASSIGN_OR_RETURN(
+        auto stmt, Sql("SELECT id, name, role, created_at FROM accounts WHERE token_hash = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(token_hash));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row || token_hash.empty()) {
+      return MakeError(Errc::kUnauthorized, "unknown account token");
+    }
+    AccountRecord a;
+    a.id = stmt->Int64(0);
+    a.name = stmt->Text(1);
+    UBCP_ASSIGN_OR_RETURN(a.role, ParseRole(stmt->Text(2)));
+    a.created_at = stmt->Int64(3);
+    return a;
+  });
+}
+
+// ---- blobs ----
+
+// Idempotent: recording a known id again changes nothing. A content id names fixed bytes, so a
+// second record with other sizes means a caller bug and is refused with kConflict.
+Status SqliteStore::RecordBlob(const BlobRecord& blob, std::int64_t now) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (blob.id.empty()) return MakeError(Errc::kInvalidArgument, "empty blob id");
+  if (blob.size > kMax || blob.raw_size > kMax) {
+    return MakeError(Errc::kTooLarge, "blob size out of range");
+  }
+  const auto size = static_cast<std::int64_t>(blob.size);
+  const auto raw_size = static_cast<std::int64_t>(blob.raw_size);
+  return Transact(TxKind::kWrite, [&]() -> Status {
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO blobs (id, size, raw_size, kind, "
+                                           "created_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+                                           "ON CONFLICT (id) DO NOTHING"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(blob.id, size, raw_size, blob.kind, now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      if (Changes() == 1) return {};
+    }
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT size, raw_size FROM blobs WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(blob.id));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "blob vanished inside a transaction");
+    if (stmt->Int64(0) != size || stmt->Int64(1) != raw_size) {
+      return MakeError(Errc::kConflict, "blob " + blob.id + " recorded with other sizes");
+    }
+    return {};
+  });
+}
+
+Result<BlobRecord> SqliteStore::GetBlob(const std::string& id) {
+  return Transact(TxKind::kRead,
+                  [&]() -> Result<BlobRecord> { return LoadBlob(id, Errc::kNotFound); });
+}
+
+// ---- catalog ----
+
+Status SqliteStore::PublishModel(const CatalogEntry& entry) {
+  return Transact(TxKind::kWrite, [&]() -> Status { return InsertCatalog(entry); });
+}
+
+Result<CatalogEntry> SqliteStore::GetCatalogModel(const std::string& name) {
+  return Transact(TxKind::kRead, [&]() -> Result<CatalogEntry> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT name, model_spec, blob_id, source_job, "
+                                         "description, created_at FROM catalog WHERE name = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(name));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kNotFound, "no catalog model " + name);
+    return ReadCatalog(*stmt);
+  });
+}
+
+Result<std::vector<CatalogEntry>> SqliteStore::ListCatalog() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<CatalogEntry>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT name, model_spec, blob_id, source_job, "
+                                         "description, created_at FROM catalog ORDER BY name"));
+    std::vector<CatalogEntry> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadCatalog(*stmt));
+    }
+    return out;
+  });
+}
+
+// ---- jobs ----
+
+Result<std::int64_t> SqliteStore::CreateJob(const NewJob& job) {
+  if (job.rounds < 0) return MakeError(Errc::kInvalidArgument, "negative round count");
+  if (job.lease_seconds <= 0 || job.lease_seconds > kMaxLeaseSeconds) {
+    return MakeError(Errc::kInvalidArgument, "lease_seconds out of range");
+  }
+  if (job.shards.size() > kMaxShards) return MakeError(Errc::kTooLarge, "too many shards");
+  for (const ShardRecord& shard : job.shards) {
+    if (shard.index < 0 || shard.samples < 0) {
+      return MakeError(Errc::kInvalidArgument, "negative shard index or sample count");
+    }
+  }
+  UBCP_RETURN_IF_ERROR(ValidateUnits(job.round0_units));
+  return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
+    std::int64_t job_id = 0;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
+                                "state, rounds, current_round, lease_seconds, created_at, "
+                                "updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, 0, ?6, ?7, ?7)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job.account_id, job.name, job.spec_json,
+                                         job.model_spec, job.rounds, job.lease_seconds, job.now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      job_id = LastRowId();
+    }
+    for (const ShardRecord& shard : job.shards) {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO job_shards (job_id, kind, shard_index, "
+                                           "blob_id, samples) VALUES (?1, ?2, ?3, ?4, ?5)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, ShardKindName(shard.kind), shard.index,
+                                         shard.blob_id, shard.samples));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO rounds (job_id, round, model_blob, "
+                                           "created_at) VALUES (?1, 0, ?2, ?3)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, job.initial_model, job.now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_RETURN_IF_ERROR(InsertUnits(job_id, 0, job.round0_units));
+    return job_id;
+  });
+}
+
+Result<JobRecord> SqliteStore::GetJob(std::int64_t job_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<JobRecord> { return LoadJob(job_id); });
+}
+
+Result<std::vector<JobRecord>> SqliteStore::ListJobs(std::int64_t account_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
+                                         "state, rounds, current_round, lease_seconds, "
+                                         "final_model, error, created_at, updated_at "
+                                         "FROM jobs WHERE account_id = ?1 ORDER BY id"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(account_id));
+    std::vector<JobRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadJob(*stmt));
+    }
+    return out;
+  });
+}
+
+Result<std::vector<std::int64_t>> SqliteStore::ListRunningJobIds() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<std::int64_t>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("SELECT id FROM jobs WHERE state = 'running' ORDER BY id"));
+    std::vector<std::int64_t> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(stmt->Int64(0));
+    }
+    return out;
+  });
+}
+
+// Train shards first, then test shards, each by index. kNotFound for an unknown job.
+Result<std::vector<ShardRecord>> SqliteStore::ListShards(std::int64_t job_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<ShardRecord>> {
+    UBCP_RETURN_IF_ERROR(RequireJob(job_id));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT kind, shard_index, blob_id, samples "
+                                         "FROM job_shards WHERE job_id = ?1 "
+                                         "ORDER BY kind = 'test', shard_index"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
+    std::vector<ShardRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      ShardRecord shard;
+      UBCP_ASSIGN_OR_RETURN(shard.kind, ParseShardKind(stmt->Text(0)));
+      shard.index = stmt->Int(1);
+      shard.blob_id = stmt->Text(2);
+      shard.samples = stmt->Int64(3);
+      out.push_back(std::move(shard));
+    }
+    return out;
+  });
+}
+
+Result<RoundRecord> SqliteStore::GetRound(std::int64_t job_id, int round) {
+  return Transact(TxKind::kRead, [&]() -> Result<RoundRecord> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT model_blob, momentum_blob, aggregated "
+                                         "FROM rounds WHERE job_id = ?1 AND round = ?2"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) {
+      return MakeError(Errc::kNotFound, "no round " + std::to_string(round) + " of job " +
+                                            std::to_string(job_id));
+    }
+    RoundRecord r;
+    r.job_id = job_id;
+    r.round = round;
+    r.model_blob = stmt->Text(0);
+    r.momentum_blob = stmt->Text(1);
+    r.aggregated = stmt->Int(2) != 0;
+    return r;
+  });
+}
+
+// A NaN loss or accuracy (stored as NULL) in any contributing result makes the figure NaN rather
+// than silently dropping the diverged unit from the mean. kNotFound for an unknown job.
+Result<std::vector<RoundSummary>> SqliteStore::SummarizeRounds(std::int64_t job_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<RoundSummary>> {
+    UBCP_RETURN_IF_ERROR(RequireJob(job_id));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT r.round, r.model_blob, r.aggregated,
+       COALESCE(u.total, 0), COALESCE(u.done, 0), COALESCE(u.eval_total, 0),
+       COALESCE(u.eval_done, 0),
+       COALESCE(e.samples, 0), e.loss_w, e.acc_w, COALESCE(e.nan_count, 0),
+       t.results, t.mean_loss, COALESCE(t.nan_count, 0)
+FROM rounds r
+LEFT JOIN (SELECT round, COUNT(*) AS total, SUM(state = 'done') AS done,
+                  SUM(kind = ?2) AS eval_total, SUM(kind = ?2 AND state = 'done') AS eval_done
+           FROM units WHERE job_id = ?1 GROUP BY round) u ON u.round = r.round
+LEFT JOIN (SELECT round, SUM(samples) AS samples, SUM(loss * samples) AS loss_w,
+                  SUM(accuracy * samples) AS acc_w,
+                  SUM(samples > 0 AND (loss IS NULL OR accuracy IS NULL)) AS nan_count
+           FROM results WHERE job_id = ?1 AND kind = ?2 GROUP BY round) e ON e.round = r.round
+LEFT JOIN (SELECT round, COUNT(*) AS results, AVG(loss) AS mean_loss,
+                  SUM(loss IS NULL) AS nan_count
+           FROM results WHERE job_id = ?1 AND kind = ?3 GROUP BY round) t ON t.round = r.round
+WHERE r.job_id = ?1
+ORDER BY r.round)sql"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, common::kUnitEval, common::kUnitFinetune));
+    constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
+    std::vector<RoundSummary> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      RoundSummary s;
+      s.round = stmt->Int(0);
+      s.model_blob = stmt->Text(1);
+      s.aggregated = stmt->Int(2) != 0;
+      s.units_total = stmt->Int(3);
+      s.units_done = stmt->Int(4);
+      s.eval_total = stmt->Int(5);
+      s.eval_done = stmt->Int(6);
+      s.eval_samples = stmt->Int64(7);
+      if (s.eval_samples > 0) {
+        bool nan = stmt->Int64(10) > 0;
+        s.eval_loss = nan ? kNan : stmt->Double(8) / static_cast<double>(s.eval_samples);
+        s.eval_accuracy = nan ? kNan : stmt->Double(9) / static_cast<double>(s.eval_samples);
+      }
+      if (!stmt->IsNull(11)) s.train_loss = stmt->Int64(13) > 0 ? kNan : stmt->Double(12);
+      out.push_back(std::move(s));
+    }
+    return out;
+  });
+}
+
+Result<std::int64_t> SqliteStore::CountJobHosts(std::int64_t job_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::int64_t> {
+    UBCP_RETURN_IF_ERROR(RequireJob(job_id));
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("SELECT COUNT(DISTINCT host_id) FROM results WHERE job_id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+    return stmt->Int64(0);
+  });
+}
+
+// ---- work ----
+
+// `sign` runs inside the transaction with the store's mutex held, so it must not call the store.
+// A unit whose deadline equals `now` is still leased: expiry is strictly lease_deadline < now.
+// A round model or shard missing from the blob index is an invariant violation (kInternal).
+Result<std::optional<LeaseContext>> SqliteStore::LeaseUnit(std::int64_t host_id,
+                                                           const std::vector<std::string>& kinds,
+                                                           std::int64_t now,
+                                                           const ManifestSigner& sign) {
+  if (!sign) return MakeError(Errc::kInvalidArgument, "LeaseUnit needs a signer");
+  if (kinds.size() > kMaxKinds) return MakeError(Errc::kTooLarge, "too many unit kinds");
+  return Transact(TxKind::kWrite, [&]() -> Result<std::optional<LeaseContext>> {
+    const std::set<std::string> wanted(kinds.begin(), kinds.end());
+    // One indexed query per kind keeps the SQL fixed (no IN list assembled at run time); the
+    // oldest candidate over all kinds wins.
+    std::optional<std::tuple<std::int64_t, std::int64_t, std::int64_t>> best;  // job, round, id
+    for (const std::string& kind : wanted) {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT u.job_id, u.round, u.id
+FROM units u JOIN jobs j ON j.id = u.job_id
+WHERE u.kind = ?1 AND j.state = 'running'
+  AND (u.state = 'pending' OR (u.state = 'leased' AND u.lease_deadline < ?2))
+ORDER BY u.job_id, u.round, u.id
+LIMIT 1)sql"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(kind, now));
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) continue;
+      auto candidate = std::make_tuple(stmt->Int64(0), stmt->Int64(1), stmt->Int64(2));
+      if (!best || candidate < *best) best = candidate;
+    }
+    if (!best) return std::optional<LeaseContext>();
+    const std::int64_t unit_id = std::get<2>(*best);
+
+    LeaseContext context;
+    UBCP_ASSIGN_OR_RETURN(context.job, LoadJob(std::get<0>(*best)));
+    std::int64_t deadline = 0;
+    if (__builtin_add_overflow(now, context.job.lease_seconds, &deadline)) {
+      return MakeError(Errc::kInvalidArgument, "lease deadline overflows");
+    }
+    {
+      // The previous manifest (if any) no longer describes the lease, so its hash is cleared
+      // before the signer sees the unit.
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET state = 'leased', host_id = ?2, "
+                                           "attempt = attempt + 1, lease_deadline = ?3, "
+                                           "manifest_hash = '' WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id, host_id, deadline));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_ASSIGN_OR_RETURN(context.unit, LoadUnit(unit_id));
+    std::string model_blob;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT model_blob FROM rounds "
+                                           "WHERE job_id = ?1 AND round = ?2"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(context.unit.job_id, context.unit.round));
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) return MakeError(Errc::kInternal, "unit without its round");
+      model_blob = stmt->Text(0);
+    }
+    std::string data_blob;
+    {
+      const ShardKind shard_kind =
+          context.unit.kind == common::kUnitEval ? ShardKind::kTest : ShardKind::kTrain;
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT blob_id FROM job_shards WHERE job_id = ?1 "
+                                           "AND kind = ?2 AND shard_index = ?3"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(context.unit.job_id, ShardKindName(shard_kind),
+                                         context.unit.shard_index));
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) {
+        return MakeError(Errc::kInternal,
+                         "unit " + std::to_string(unit_id) + " names a shard the job lacks");
+      }
+      data_blob = stmt->Text(0);
+    }
+    UBCP_ASSIGN_OR_RETURN(context.model, LoadBlob(model_blob, Errc::kInternal));
+    UBCP_ASSIGN_OR_RETURN(context.data, LoadBlob(data_blob, Errc::kInternal));
+
+    UBCP_ASSIGN_OR_RETURN(std::string manifest_hash, sign(context));
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("UPDATE units SET manifest_hash = ?2 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id, manifest_hash));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    context.unit.manifest_hash = std::move(manifest_hash);
+    return std::optional<LeaseContext>(std::move(context));
+  });
+}
+
+Result<UnitRecord> SqliteStore::GetUnit(std::int64_t unit_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<UnitRecord> { return LoadUnit(unit_id); });
+}
+
+// ResultRecord carries no manifest hash, so the lease is matched on (unit, host, attempt). That
+// pair names exactly one issued manifest: every committed lease increments the attempt, and the
+// manifest hash is stored in the same transaction. The caller has verified that the envelope
+// answers the coordinator-signed manifest for that unit, host and attempt.
+//
+// A result that arrives after its lease expired is accepted as long as the unit was not
+// re-issued (still leased to the same host and attempt): the work is valid and nobody else holds
+// the unit. Once re-issued, the attempt differs and the late result is a kConflict.
+Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
+  if (result.samples < 0) return MakeError(Errc::kInvalidArgument, "negative sample count");
+  return Transact(TxKind::kWrite, [&]() -> Result<RecordOutcome> {
+    UBCP_ASSIGN_OR_RETURN(UnitRecord unit, LoadUnit(result.unit_id));
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("SELECT envelope_hash FROM results WHERE unit_id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(result.unit_id));
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (row) {
+        if (stmt->Text(0) == result.envelope_hash) return RecordOutcome::kDuplicate;
+        return MakeError(Errc::kConflict,
+                         "unit " + std::to_string(unit.id) + " already has another result");
+      }
+    }
+    if (unit.state != UnitState::kLeased || unit.host_id != result.host_id ||
+        unit.attempt != result.attempt) {
+      return MakeError(Errc::kConflict, "result does not match the current lease of unit " +
+                                            std::to_string(unit.id));
+    }
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("INSERT INTO results (unit_id, job_id, round, kind, host_id, "
+                                "attempt, envelope_hash, envelope_json, update_blob, loss, "
+                                "accuracy, first_loss, samples, wall_seconds, received_at) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                                "?14, ?15)"));
+      // job, round and kind come from the unit, never from the submitted record.
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(
+          unit.id, unit.job_id, unit.round, unit.kind, result.host_id, result.attempt,
+          result.envelope_hash, result.envelope_json, result.update_blob, result.loss,
+          result.accuracy, result.first_loss, result.samples, result.wall_seconds,
+          result.received_at));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET state = 'done' WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    return RecordOutcome::kAccepted;
+  });
+}
+
+// An empty `kind` lists the results of every kind. Ordered by unit id.
+Result<std::vector<ResultRecord>> SqliteStore::ListResults(std::int64_t job_id, int round,
+                                                           const std::string& kind) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<ResultRecord>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("SELECT unit_id, job_id, round, kind, host_id, attempt, "
+                              "envelope_hash, envelope_json, update_blob, loss, accuracy, "
+                              "first_loss, samples, wall_seconds, received_at FROM results "
+                              "WHERE job_id = ?1 AND round = ?2 AND (?3 = '' OR kind = ?3) "
+                              "ORDER BY unit_id"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round, kind));
+    std::vector<ResultRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadResult(*stmt));
+    }
+    return out;
+  });
+}
+
+// false (nothing changed) when round `from_round` does not exist or is already aggregated.
+Result<bool> SqliteStore::AdvanceRound(const RoundAdvance& advance) {
+  if (advance.from_round < 0 || advance.from_round == INT_MAX) {
+    return MakeError(Errc::kInvalidArgument, "round out of range");
+  }
+  UBCP_RETURN_IF_ERROR(ValidateUnits(advance.next_units));
+  const int next = advance.from_round + 1;
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE rounds SET aggregated = 1 WHERE job_id = ?1 "
+                                           "AND round = ?2 AND aggregated = 0"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(advance.job_id, advance.from_round));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      if (Changes() == 0) return false;
+    }
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO rounds (job_id, round, model_blob, "
+                                           "momentum_blob, created_at) "
+                                           "VALUES (?1, ?2, ?3, ?4, ?5)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(advance.job_id, next, advance.next_model,
+                                         advance.next_momentum, advance.now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_RETURN_IF_ERROR(InsertUnits(advance.job_id, next, advance.next_units));
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("UPDATE jobs SET current_round = ?2, updated_at = ?3 WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(advance.job_id, next, advance.now));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    return true;
+  });
+}
+
+// kNotFound for an unknown job; false (nothing changed) for one that is not running.
+Result<bool> SqliteStore::FinishJob(std::int64_t job_id, const std::string& final_model,
+                                    const std::optional<CatalogEntry>& publish,
+                                    std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    UBCP_RETURN_IF_ERROR(RequireJob(job_id));
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'done', final_model = ?2, "
+                                           "updated_at = ?3 WHERE id = ?1 AND state = 'running'"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, final_model, now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      if (Changes() == 0) return false;
+    }
+    if (publish) UBCP_RETURN_IF_ERROR(InsertCatalog(*publish));
+    return true;
+  });
+}
+
+// A running job becomes "failed"; failing a failed job again keeps its first error; a done job
+// cannot fail (kConflict); an unknown job is kNotFound.
+Status SqliteStore::FailJob(std::int64_t job_id, const std::string& error, std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Status {
+    std::string state;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT state FROM jobs WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) return MakeError(Errc::kNotFound, "no job " + std::to_string(job_id));
+      state = stmt->Text(0);
+    }
+    if (state == "failed") return {};
+    if (state != "running") {
+      return MakeError(Errc::kConflict, "job " + std::to_string(job_id) + " is " + state);
+    }
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'failed', error = ?2, "
+                                         "updated_at = ?3 WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, error, now));
+    return stmt->Run();
+  });
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::filesystem::path& path) {
+  try {
+    return SqliteStore::Open(path);
+  } catch (const std::exception& e) {
+    return MakeError(Errc::kIo, std::string("sqlite store: ") + e.what());
+  }
+}
+
+int SqliteSchemaVersion() { return sqlite::kMigrations.back().version; }
+
+}  // namespace ubcp::coordinator
