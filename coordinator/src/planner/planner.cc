@@ -69,11 +69,11 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
 
   // Hold out the test split before anything else: no train shard may contain a test row.
   std::vector<std::int64_t> train_rows, test_rows;
-  const bool own_test = data.test_y.numel() > 0;
+  const bool own_test = data.test_size() > 0;
   if (own_test) {
     common::Split train_only = common::SplitIndices(data.size(), 0.0, spec.params.seed);
     train_rows = std::move(train_only.train);
-    common::Split test_only = common::SplitIndices(data.test_y.numel(), 0.0, spec.params.seed + 1);
+    common::Split test_only = common::SplitIndices(data.test_size(), 0.0, spec.params.seed + 1);
     test_rows = std::move(test_only.train);
   } else {
     common::Split split = common::SplitIndices(data.size(), spec.test_fraction, spec.params.seed);

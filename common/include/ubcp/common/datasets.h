@@ -32,6 +32,7 @@ struct Dataset {
   // otherwise (callers split with SplitDataset).
   NamedTensor test_x, test_y;
   std::int64_t size() const { return y.shape.empty() ? 0 : y.shape[0]; }
+  std::int64_t test_size() const { return test_y.shape.empty() ? 0 : test_y.shape[0]; }
 };
 
 // Names understood by LoadDataset.
