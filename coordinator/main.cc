@@ -111,6 +111,14 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
+  // The data directory holds the signing key and account tokens' hashes: owner-only.
+  std::error_code ec;
+  fs::create_directories(paths.data, ec);
+  if (!ec) fs::permissions(paths.data, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec) {
+    return Fail(common::MakeError(common::Errc::kIo,
+                                  "data directory " + paths.data.string() + ": " + ec.message()));
+  }
 
   if (serve->parsed()) return Serve(paths, options, port_file, datasets);
 

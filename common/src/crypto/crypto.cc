@@ -101,6 +101,15 @@ Status WriteKeyFile(const std::filesystem::path& path, const std::array<std::uin
   randombytes_buf(nonce.data(), nonce.size());
   std::filesystem::path tmp = path;
   tmp += ".tmp-" + HexEncode(nonce);
+  if (path.has_parent_path()) {
+    // A new key directory is owner-only; an existing one keeps the mode its owner chose.
+    std::error_code ec;
+    if (std::filesystem::create_directories(path.parent_path(), ec)) {
+      std::filesystem::permissions(path.parent_path(), std::filesystem::perms::owner_all,
+                                   std::filesystem::perm_options::replace, ec);
+    }
+    if (ec) return IoError("cannot create the directory of", path, ec.value());
+  }
 
   // O_EXCL|O_NOFOLLOW: never write key material through a planted file or symlink. The mode is
   // applied again with fchmod because the umask may have removed owner bits.
