@@ -1059,5 +1059,27 @@ TEST_F(WireTest, EnvelopeFieldChecks) {
             std::nullopt);
 }
 
+TEST(WireTest, CatalogRoundTripsAndRefusesBadEntries) {
+  Catalog c;
+  c.models.push_back({"fmnist-cnn", "cnn28-c16-c32-h64-o10", kIdC, 3, "trained by job 3", 1700});
+  auto back = ParseCatalog(SerializeCatalog(c));
+  ASSERT_TRUE(back) << back.error().ToString();
+  ASSERT_EQ(back->models.size(), 1u);
+  EXPECT_EQ(back->models[0].name, "fmnist-cnn");
+  EXPECT_EQ(back->models[0].blob, kIdC);
+  EXPECT_EQ(back->models[0].source_job, 3);
+  EXPECT_EQ(back->models[0].created_at, 1700);
+
+  c.models[0].blob = "../../etc/passwd";
+  auto bad_blob = ParseCatalog(SerializeCatalog(c));
+  ASSERT_FALSE(bad_blob);
+  EXPECT_EQ(bad_blob.error().code, Errc::kMalformed);
+
+  auto extra = ParseCatalog(R"({"protocol":1,"models":[],"surprise":1})");
+  ASSERT_FALSE(extra);
+  auto not_array = ParseCatalog(R"({"protocol":1,"models":{}})");
+  ASSERT_FALSE(not_array);
+}
+
 }  // namespace
 }  // namespace ubcp::common

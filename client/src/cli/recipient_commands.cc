@@ -30,13 +30,22 @@ common::Result<std::string> Call(HttpsClient& http, const std::string& token,
   return std::move(r.body);
 }
 
-std::string RoundLine(const common::RoundStatus& r) {
+std::string RoundLine(const common::RoundStatus& r, int rounds) {
+  // Round r's eval measures the model after r aggregations (round 0: the starting model); the
+  // round after the last one only evaluates the final model.
   char line[256];
-  std::snprintf(line, sizeof line,
-                "round %d: eval loss %.4f accuracy %.4f (%lld samples), train loss %.4f, "
-                "units %d/%d",
-                r.round, r.eval_loss, r.eval_accuracy, static_cast<long long>(r.eval_samples),
-                r.train_loss, r.units_done, r.units_total);
+  if (r.round < rounds) {
+    std::snprintf(line, sizeof line,
+                  "round %d/%d: eval loss %.4f accuracy %.4f (%lld held-out samples), "
+                  "train loss %.4f, units %d/%d",
+                  r.round, rounds, r.eval_loss, r.eval_accuracy,
+                  static_cast<long long>(r.eval_samples), r.train_loss, r.units_done,
+                  r.units_total);
+  } else {
+    std::snprintf(line, sizeof line,
+                  "final model: eval loss %.4f accuracy %.4f (%lld held-out samples)",
+                  r.eval_loss, r.eval_accuracy, static_cast<long long>(r.eval_samples));
+  }
   return line;
 }
 
@@ -65,7 +74,7 @@ int ShowJob(HttpsClient& http, const std::string& token, std::int64_t job_id, st
       << status->model_spec << ", round " << status->current_round << "/" << status->rounds
       << ", " << status->hosts << " donor host(s)\n";
   for (const auto& r : status->history) {
-    if (r.evaluated) out << "  " << RoundLine(r) << "\n";
+    if (r.evaluated) out << "  " << RoundLine(r, status->rounds) << "\n";
   }
   if (!status->final_model.empty()) out << "  final model " << status->final_model << "\n";
   return 0;
@@ -82,7 +91,7 @@ int WaitJob(HttpsClient& http, const std::string& token, std::int64_t job_id, do
     if (!status) return PrintError(status.error());
     for (const auto& r : status->history) {
       if (r.evaluated && printed.insert(r.round).second) {
-        out << "job " << job_id << " " << RoundLine(r) << std::endl;
+        out << "job " << job_id << " " << RoundLine(r, status->rounds) << std::endl;
       }
     }
     if (status->state == "done") return 0;
@@ -132,7 +141,13 @@ int JobResult(HttpsClient& http, const std::string& token, std::int64_t job_id, 
 int ListCatalog(HttpsClient& http, const std::string& token, std::ostream& out) {
   auto body = Call(http, token, "GET", "/v1/catalog");
   if (!body) return PrintError(body.error());
-  out << *body << "\n";
+  auto catalog = common::ParseCatalog(*body);
+  if (!catalog) return PrintError(catalog.error());
+  if (catalog->models.empty()) out << "the catalog is empty\n";
+  for (const auto& m : catalog->models) {
+    out << m.name << "  " << m.model_spec << "  blob " << m.blob.substr(0, 16) << "  "
+        << m.description << "\n";
+  }
   return 0;
 }
 

@@ -92,17 +92,12 @@ common::Result<std::int64_t> ParseId(std::string_view s) {
 }
 
 std::string CatalogJson(const std::vector<CatalogEntry>& entries) {
-  boost::json::array models;
+  common::Catalog catalog;
   for (const auto& e : entries) {
-    models.push_back(boost::json::object{{"name", e.name},
-                                         {"model_spec", e.model_spec},
-                                         {"blob", e.blob_id},
-                                         {"source_job", e.source_job},
-                                         {"description", e.description},
-                                         {"created_at", e.created_at}});
+    catalog.models.push_back(
+        {e.name, e.model_spec, e.blob_id, e.source_job, e.description, e.created_at});
   }
-  return boost::json::serialize(
-      boost::json::object{{"protocol", common::kProtocolVersion}, {"models", models}});
+  return common::SerializeCatalog(catalog);
 }
 
 }  // namespace

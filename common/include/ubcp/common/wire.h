@@ -191,6 +191,23 @@ struct JobCreated {
 std::string SerializeJobCreated(const JobCreated& c);
 Result<JobCreated> ParseJobCreated(std::string_view json);
 
+// GET /v1/catalog: the models recipients can fine-tune (`"model": "catalog:<name>"`).
+struct CatalogModel {
+  std::string name;
+  std::string model_spec;
+  std::string blob;  // content id of the weights
+  std::int64_t source_job = 0;
+  std::string description;
+  std::int64_t created_at = 0;  // unix seconds
+};
+struct Catalog {
+  int protocol = kProtocolVersion;
+  std::vector<CatalogModel> models;
+};
+inline constexpr std::size_t kMaxCatalogModels = 1000;
+std::string SerializeCatalog(const Catalog& c);
+Result<Catalog> ParseCatalog(std::string_view json);
+
 struct RoundStatus {
   int round = 0;
   std::string model_blob;   // the global model evaluated in this round
