@@ -1059,7 +1059,7 @@ TEST_F(WireTest, EnvelopeFieldChecks) {
             std::nullopt);
 }
 
-TEST(WireTest, CatalogRoundTripsAndRefusesBadEntries) {
+TEST_F(WireTest, CatalogRoundTripsAndRefusesBadEntries) {
   Catalog c;
   c.models.push_back({"fmnist-cnn", "cnn28-c16-c32-h64-o10", kIdC, 3, "trained by job 3", 1700});
   auto back = ParseCatalog(SerializeCatalog(c));
