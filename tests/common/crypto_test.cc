@@ -333,8 +333,18 @@ TEST_F(KeyFileTest, MissingKeyIsNotFound) {
   EXPECT_EQ(r.error().code, Errc::kNotFound);
 }
 
-TEST_F(KeyFileTest, SaveIntoMissingDirectoryIsIo) {
-  auto st = SigningKey::Generate().Save(dir_ / "no" / "such" / "node.key");
+TEST_F(KeyFileTest, SaveIntoMissingDirectoryCreatesItOwnerOnly) {
+  const fs::path path = dir_ / "no" / "such" / "node.key";
+  ASSERT_TRUE(SigningKey::Generate().Save(path));
+  EXPECT_EQ(fs::status(path.parent_path()).permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST_F(KeyFileTest, SaveUnderAFileIsIo) {
+  const fs::path blocker = dir_ / "blocker";
+  std::ofstream(blocker) << "x";
+  auto st = SigningKey::Generate().Save(blocker / "node.key");
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, Errc::kIo);
 }

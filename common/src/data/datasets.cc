@@ -23,6 +23,8 @@
 #include <system_error>
 #include <vector>
 
+#include "ubcp/common/crypto.h"
+
 namespace ubcp::common {
 namespace {
 
@@ -361,8 +363,11 @@ bool ValidPair(const NamedTensor& x, const NamedTensor& y, const Expected& e) {
   return true;
 }
 
+// Cache file: the content id (64 hex) of the tensor blob that follows it.
+constexpr std::size_t kCacheIdSize = 64;
+
 fs::path CachePath(const DatasetPaths& paths, std::string_view name) {
-  return paths.cache_dir / (std::string(name) + ".v1.ubt");
+  return paths.cache_dir / (std::string(name) + ".v2.ubt");
 }
 
 // The cache is only an accelerator: anything unreadable or inconsistent is ignored and the
@@ -370,12 +375,16 @@ fs::path CachePath(const DatasetPaths& paths, std::string_view name) {
 std::optional<Dataset> ReadCache(const fs::path& path, std::string_view name) {
   std::error_code ec;
   const std::uintmax_t size = fs::file_size(path, ec);
-  if (ec || size == 0 || size > kMaxCacheBytes) return std::nullopt;
-  Bytes blob(static_cast<std::size_t>(size));
+  if (ec || size <= kCacheIdSize || size > kMaxCacheBytes) return std::nullopt;
+  Bytes file(static_cast<std::size_t>(size));
   std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(blob.data()), static_cast<std::streamsize>(size))) {
+  if (!in.read(reinterpret_cast<char*>(file.data()), static_cast<std::streamsize>(size))) {
     return std::nullopt;
   }
+  // The blob's zstd frame has no checksum and raw u8 pixels decode whatever their value: without
+  // the hash a flipped bit would silently become a different training set.
+  const ByteSpan blob = ByteSpan(file).subspan(kCacheIdSize);
+  if (AsString(ByteSpan(file).first(kCacheIdSize)) != ContentId(blob)) return std::nullopt;
   TensorLimits limits;
   limits.max_tensors = 4;
   limits.max_elements = std::int64_t{1} << 27;
@@ -416,10 +425,12 @@ void WriteCache(const fs::path& path, const Dataset& d) {
     list.push_back(d.test_y);
   }
   const Bytes blob = EncodeTensorBlob(list, FloatEncoding::kFp32).bytes;
+  const std::string id = ContentId(blob);
   fs::path tmp = path;
   tmp += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(id.data(), static_cast<std::streamsize>(id.size()));
     out.write(reinterpret_cast<const char*>(blob.data()),
               static_cast<std::streamsize>(blob.size()));
     out.close();

@@ -50,6 +50,13 @@ std::vector<UnitPlan> Planner::PlanRound(const common::JobSpec& spec, int round)
 
 common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_t account_id,
                                         std::int64_t now) {
+  // The API hands over specs it parsed, but the planner does not rely on its caller for the
+  // protocol's limits (rounds, units, lease): going through the same parser keeps them defined
+  // in one place.
+  if (auto checked = common::ParseJobSpec(common::SerializeJobSpec(spec)); !checked) {
+    return MakeError(Errc::kInvalidArgument, "job spec refused: " + checked.error().message);
+  }
+
   // Model: "catalog:<name>" (a model this system trained) or "zoo:<spec>" (fresh weights).
   ResolvedModel model;
   if (spec.model.starts_with("catalog:")) {
@@ -104,15 +111,19 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   const auto test_parts = common::Partition(test_rows, spec.eval_units);
   const common::NamedTensor& test_x = own_test ? data.test_x : data.x;
   const common::NamedTensor& test_y = own_test ? data.test_y : data.y;
+  // Every shard, train and test: a label the model cannot output may sit in any of them, and a
+  // donor would only find out after downloading it.
+  auto check_fits = [&](const common::TensorList& shard) -> common::Status {
+    if (auto fits = common::CheckDataShard(model.spec, shard); !fits) {
+      return MakeError(Errc::kInvalidArgument, "data set '" + spec.dataset +
+                                                   "' does not fit model " + job.model_spec +
+                                                   ": " + fits.error().message);
+    }
+    return {};
+  };
   for (std::size_t i = 0; i < train_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(data.x, data.y, train_parts[i]);
-    if (i == 0) {
-      if (auto fits = common::CheckDataShard(model.spec, shard); !fits) {
-        return MakeError(Errc::kInvalidArgument, "data set '" + spec.dataset +
-                                                     "' does not fit model " +
-                                                     job.model_spec + ": " + fits.error().message);
-      }
-    }
+    UBCP_RETURN_IF_ERROR(check_fits(shard));
     UBCP_ASSIGN_OR_RETURN(BlobRecord blob, PutTensorBlob(blobs_, store_, shard,
                                                          common::FloatEncoding::kFp32, "data", now));
     job.shards.push_back({ShardKind::kTrain, static_cast<int>(i), blob.id,
@@ -120,6 +131,7 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   }
   for (std::size_t i = 0; i < test_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(test_x, test_y, test_parts[i]);
+    UBCP_RETURN_IF_ERROR(check_fits(shard));
     UBCP_ASSIGN_OR_RETURN(BlobRecord blob, PutTensorBlob(blobs_, store_, shard,
                                                          common::FloatEncoding::kFp32, "data", now));
     job.shards.push_back({ShardKind::kTest, static_cast<int>(i), blob.id,

@@ -4,8 +4,9 @@
 //   "fashion-mnist"  /usr/share/datasets/fashion-mnist/*-ubyte.gz (IDX), x kU8 [N,1,28,28]
 //   "digits"         sklearn digits.csv.gz, 8x8 (0..16) upsampled bilinearly to 28x28, x kU8
 //   "breast-cancer"  sklearn breast_cancer.csv, 30 features standardised, x kF32 [N,30], 2 classes
-// The first load of a dataset writes a decoded copy to `cache_dir` (zstd tensor blob); later
-// loads read that copy.
+// The first load of a dataset writes a decoded copy to `cache_dir` (zstd tensor blob preceded by
+// its content id); later loads read that copy if it matches its id and the dataset's expected
+// layout, and rebuild it from the package files otherwise.
 
 #include <cstdint>
 #include <filesystem>

@@ -24,7 +24,9 @@ class Planner {
       : store_(store), blobs_(blobs), datasets_(std::move(datasets)) {}
 
   // Validates the spec against the model and data set and writes shard and model blobs.
-  // kNotFound for an unknown catalog model or data set, kInvalidArgument when they do not fit.
+  // kNotFound for an unknown catalog model or a missing data-set package, kInvalidArgument for
+  // an unknown data set name, a spec outside the protocol's limits (as ParseJobSpec), or a model
+  // and data set that do not fit (checked on every shard).
   common::Result<NewJob> PlanJob(const common::JobSpec& spec, std::int64_t account_id,
                                  std::int64_t now);
 
