@@ -15,14 +15,25 @@ using common::MakeError;
 
 namespace {
 
-std::optional<std::string> ReadSmallFile(const fs::path& path, std::size_t max) {
+// nullopt only when nothing exists at `path`. Anything else that cannot be read (too large,
+// not a regular file, no permission) is an error: mistaking a damaged coordinator.pub for "no
+// key trusted yet" would silently re-open trust on first use.
+common::Result<std::optional<std::string>> ReadSmallFile(const fs::path& path, std::size_t max) {
   std::error_code ec;
-  auto size = fs::file_size(path, ec);
-  if (ec || size > max) return std::nullopt;
+  const fs::file_status status = fs::status(path, ec);
+  if (status.type() == fs::file_type::not_found) return std::optional<std::string>();
+  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
+  if (!fs::is_regular_file(status)) {
+    return MakeError(Errc::kIo, path.string() + " is not a regular file");
+  }
+  const auto size = fs::file_size(path, ec);
+  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
+  if (size > max) return MakeError(Errc::kTooLarge, path.string() + " is too large");
   std::ifstream in(path, std::ios::binary);
+  if (!in) return MakeError(Errc::kIo, "cannot read " + path.string());
   std::ostringstream ss;
   ss << in.rdbuf();
-  return ss.str();
+  return std::optional<std::string>(ss.str());
 }
 
 }  // namespace
@@ -58,7 +69,8 @@ common::Result<common::SigningKey> HostState::LoadOrCreateKey() const {
 }
 
 common::Result<std::optional<common::PublicKey>> HostState::TrustedCoordinatorKey() const {
-  auto text = ReadSmallFile(dir_ / "coordinator.pub", 1024);
+  UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                        ReadSmallFile(dir_ / "coordinator.pub", 1024));
   if (!text) return std::optional<common::PublicKey>();
   std::string hex = *text;
   while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
@@ -71,7 +83,8 @@ common::Status HostState::TrustCoordinatorKey(const common::PublicKey& key) cons
 }
 
 common::Result<std::optional<Registration>> HostState::LoadRegistration() const {
-  auto text = ReadSmallFile(dir_ / "registration.json", 4096);
+  UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                        ReadSmallFile(dir_ / "registration.json", 4096));
   if (!text) return std::optional<Registration>();
   boost::system::error_code ec;
   auto value = boost::json::parse(*text, ec);
@@ -82,8 +95,7 @@ common::Result<std::optional<Registration>> HostState::LoadRegistration() const 
   if (id == nullptr || !id->is_int64() || token == nullptr || !token->is_string()) {
     return MakeError(Errc::kMalformed, "bad registration.json");
   }
-  return std::optional<Registration>(
-      Registration{id->as_int64(), std::string(token->as_string())});
+  return std::optional<Registration>(Registration{id->as_int64(), std::string(token->as_string())});
 }
 
 common::Status HostState::SaveRegistration(const Registration& registration) const {
@@ -94,9 +106,10 @@ common::Status HostState::SaveRegistration(const Registration& registration) con
 
 std::optional<common::Bytes> HostState::CachedBlob(const std::string& id) const {
   if (!common::IsContentId(id)) return std::nullopt;
+  // Any read failure is a cache miss: the blob is fetched (and checked) again.
   auto text = ReadSmallFile(dir_ / "blobs" / id, std::size_t{1} << 30);
-  if (!text) return std::nullopt;
-  common::Bytes bytes(text->begin(), text->end());
+  if (!text || !text->has_value()) return std::nullopt;
+  common::Bytes bytes((*text)->begin(), (*text)->end());
   // A cache file is as untrusted as the network: re-check it.
   if (common::ContentId(bytes) != id) return std::nullopt;
   return bytes;

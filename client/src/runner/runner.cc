@@ -30,7 +30,8 @@ void SleepFor(double seconds, const std::atomic<bool>& stop) {
   }
 }
 
-// Exponential backoff with full jitter: attempt k waits uniform(0, min(max, base * 2^k)).
+// Exponential backoff with jitter: attempt k waits uniform(cap / 2, cap), cap = min(max,
+// 0.25 s * 2^k). The lower half keeps waits growing; the jitter keeps hosts out of lockstep.
 class Backoff {
  public:
   explicit Backoff(double max_s) : max_s_(max_s), rng_(std::random_device{}()) {}

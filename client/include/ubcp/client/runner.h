@@ -3,7 +3,7 @@
 // The donor's work loop: ask for work, verify the manifest's signature (before parsing it)
 // against the trusted coordinator key, fetch and hash-check the blobs, execute, upload the
 // update, sign a result that binds the manifest's hash, and upload it. Network and server
-// failures are retried with exponential backoff and full jitter; a retried result is the same
+// failures are retried with exponential backoff and jitter; a retried result is the same
 // signed envelope, so the coordinator counts it once.
 
 #include <atomic>

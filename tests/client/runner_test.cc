@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: Apache-2.0
+// The donor's work loop, trust establishment and registration, driven through a scripted fake
+// HttpsClient (the transport interface) so failures can be injected call by call. Units run for
+// real with libtorch on a tiny model.
+
+#include "ubcp/client/runner.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/host_state.h"
+#include "ubcp/client/https_client.h"
+#include "ubcp/common/crypto.h"
+#include "ubcp/common/model.h"
+#include "ubcp/common/tensor_codec.h"
+#include "ubcp/common/wire.h"
+
+namespace ubcp::client {
+namespace {
+namespace fs = std::filesystem;
+using common::Errc;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kHostId = 5;
+constexpr char kSpec[] = "mlp-i784-h16-o10";
+constexpr std::int64_t kRows = 48;
+// Extra time a sleep may take on a loaded machine (SleepFor itself wakes every 50 ms).
+constexpr double kSlackS = 0.4;
+
+using Response = common::Result<ClientResponse>;
+
+ClientResponse Answer(int status, std::string body) {
+  return ClientResponse{status, "application/json", std::move(body)};
+}
+ClientResponse ErrorAnswer(int status, Errc code, std::string message) {
+  return Answer(status, common::SerializeError(common::MakeError(code, std::move(message))));
+}
+Response NetworkFailure() { return common::MakeError(Errc::kNetwork, "connection reset"); }
+
+// A scripted coordinator behind the HttpsClient interface. Single-threaded: the Runner under
+// test calls it from the test thread.
+class FakeCoordinator final : public HttpsClient {
+ public:
+  struct Call {
+    std::string method;
+    std::string target;
+    std::string body;
+    std::string token;
+    Clock::time_point at;
+  };
+
+  Response Request(std::string_view method, std::string_view target, std::string_view body,
+                   std::string_view, std::string_view bearer_token) override {
+    calls.push_back({std::string(method), std::string(target), std::string(body),
+                     std::string(bearer_token), Clock::now()});
+    const Call& c = calls.back();
+    if (c.method == "GET" && c.target == "/v1/info") {
+      return Answer(200, R"({"protocol":1,"signing_key":")" + signing_key.Hex() +
+                             R"(","fingerprint":")" + common::Fingerprint(signing_key) + "\"}");
+    }
+    if (c.method == "POST" && c.target == "/v1/hosts") return Pop(registrations, c);
+    if (c.method == "POST" && c.target == "/v1/work") {
+      if (work.empty()) {
+        // Script exhausted: end the run.
+        if (stop != nullptr) *stop = true;
+        return Answer(204, "");
+      }
+      return Pop(work, c);
+    }
+    const std::string blob_prefix = "/v1/blobs/";
+    if (c.target.rfind(blob_prefix, 0) == 0) {
+      const std::string id = c.target.substr(blob_prefix.size());
+      if (c.method == "PUT") return Answer(201, R"({"id":")" + id + "\"}");
+      if (auto it = blob_failures.find(id); it != blob_failures.end() && !it->second.empty()) {
+        return Pop(it->second, c);
+      }
+      if (auto it = blobs.find(id); it != blobs.end()) {
+        return Answer(200, std::string(common::AsString(it->second)));
+      }
+      return ErrorAnswer(404, Errc::kNotFound, "no such blob");
+    }
+    if (c.method == "POST" && c.target == "/v1/results") {
+      if (!result_failures.empty()) return Pop(result_failures, c);
+      return Answer(200, common::SerializeResultAck({common::kProtocolVersion, "accepted"}));
+    }
+    return ErrorAnswer(404, Errc::kNotFound, "unexpected " + c.method + " " + c.target);
+  }
+
+  std::vector<Call> CallsTo(std::string_view method, std::string_view target_prefix) const {
+    std::vector<Call> out;
+    for (const Call& c : calls) {
+      if (c.method == method && c.target.rfind(target_prefix, 0) == 0) out.push_back(c);
+    }
+    return out;
+  }
+
+  common::PublicKey signing_key;
+  std::deque<Response> registrations;
+  std::deque<Response> work;
+  std::map<std::string, common::Bytes> blobs;
+  std::map<std::string, std::deque<Response>> blob_failures;
+  std::deque<Response> result_failures;
+  std::atomic<bool>* stop = nullptr;
+  std::vector<Call> calls;
+
+ private:
+  static Response Pop(std::deque<Response>& script, const Call& c) {
+    if (script.empty()) return ErrorAnswer(500, Errc::kInternal, "no script for " + c.target);
+    Response r = std::move(script.front());
+    script.pop_front();
+    return r;
+  }
+};
+
+common::TensorList RandomShard(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  common::NamedTensor x{"x", common::TensorKind::kU8, {kRows, 1, 28, 28}, {}, {}};
+  x.u8.resize(static_cast<std::size_t>(kRows * 28 * 28));
+  for (std::uint8_t& v : x.u8) v = static_cast<std::uint8_t>(rng() & 0xff);
+  common::NamedTensor y{"y", common::TensorKind::kU8, {kRows}, {}, {}};
+  y.u8.resize(static_cast<std::size_t>(kRows));
+  for (std::uint8_t& v : y.u8) v = static_cast<std::uint8_t>(rng() % 10);
+  return {std::move(x), std::move(y)};
+}
+
+common::BlobRef RefOf(const common::EncodedBlob& blob) {
+  return {common::ContentId(blob.bytes), blob.bytes.size(), blob.raw_size};
+}
+
+// Seconds between consecutive calls.
+std::vector<double> Gaps(const std::vector<FakeCoordinator::Call>& calls) {
+  std::vector<double> gaps;
+  for (std::size_t i = 1; i < calls.size(); ++i) {
+    gaps.push_back(std::chrono::duration<double>(calls[i].at - calls[i - 1].at).count());
+  }
+  return gaps;
+}
+
+class RunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(common::InitCrypto());
+    dir_ = fs::temp_directory_path() /
+           ("ubcp-runner-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    auto state = HostState::Open(dir_);
+    ASSERT_TRUE(state) << state.error().ToString();
+    state_.emplace(std::move(*state));
+    auto key = state_->LoadOrCreateKey();
+    ASSERT_TRUE(key) << key.error().ToString();
+    host_key_.emplace(std::move(*key));
+    fake_.signing_key = coordinator_key_.public_key();
+    fake_.stop = &stop_;
+
+    auto spec = common::ParseModelSpec(kSpec);
+    ASSERT_TRUE(spec);
+    model_ = common::EncodeTensorBlob(common::InitModel(*spec, 1), common::FloatEncoding::kFp32);
+    data_ = common::EncodeTensorBlob(RandomShard(3), common::FloatEncoding::kFp32);
+    fake_.blobs[RefOf(model_).id] = model_.bytes;
+    fake_.blobs[RefOf(data_).id] = data_.bytes;
+  }
+
+  void TearDown() override { fs::remove_all(dir_); }
+
+  common::Manifest EvalManifest() const {
+    common::Manifest m;
+    m.unit_id = 11;
+    m.job_id = 3;
+    m.round = 1;
+    m.attempt = 2;
+    m.host_id = kHostId;
+    m.kind = std::string(common::kUnitEval);
+    m.model_spec = kSpec;
+    m.model = RefOf(model_);
+    m.data = RefOf(data_);
+    m.issued_at = 1000;
+    m.deadline = 2000;
+    return m;
+  }
+
+  common::Manifest FinetuneManifest() const {
+    common::Manifest m = EvalManifest();
+    m.kind = std::string(common::kUnitFinetune);
+    m.params = {2, 16, 0.05, 0.9, 0.0, "sgd", 7};
+    m.update_encoding = "fp32";
+    return m;
+  }
+
+  common::SignedEnvelope Sign(const common::Manifest& m,
+                              const common::SigningKey* key = nullptr) const {
+    return common::SignPayload(key ? *key : coordinator_key_, common::kDomainManifest,
+                               common::SerializeManifest(m));
+  }
+
+  void OfferWork(const common::SignedEnvelope& envelope) {
+    fake_.work.push_back(Answer(200, common::SerializeEnvelope(envelope)));
+  }
+
+  RunSummary RunLoop(RunnerOptions options) {
+    CoordinatorApi api(fake_);
+    api.set_token("host-token");
+    Runner runner(api, *state_, *host_key_, coordinator_key_.public_key(), kHostId, options);
+    return runner.Run(stop_);
+  }
+
+  static RunnerOptions FastOptions() {
+    RunnerOptions options;
+    options.idle_poll_s = 0.01;
+    options.max_backoff_s = 10;
+    return options;
+  }
+
+  fs::path dir_;
+  std::optional<HostState> state_;
+  std::optional<common::SigningKey> host_key_;
+  common::SigningKey coordinator_key_ = common::SigningKey::Generate();
+  FakeCoordinator fake_;
+  std::atomic<bool> stop_{false};
+  common::EncodedBlob model_;
+  common::EncodedBlob data_;
+};
+
+// ---- trust ----
+
+TEST_F(RunnerTest, NoTrustedKeyAndNoTrustOnFirstUseIsRefused) {
+  CoordinatorApi api(fake_);
+  auto trusted = EstablishTrust(api, *state_, TrustOptions{});
+  ASSERT_FALSE(trusted);
+  EXPECT_EQ(trusted.error().code, Errc::kForbidden);
+  auto stored = state_->TrustedCoordinatorKey();
+  ASSERT_TRUE(stored);
+  EXPECT_FALSE(stored->has_value()) << "nothing may be pinned without consent";
+}
+
+TEST_F(RunnerTest, TrustOnFirstUsePinsThePresentedKeyAndRefusesAnotherLater) {
+  CoordinatorApi api(fake_);
+  TrustOptions tofu;
+  tofu.trust_on_first_use = true;
+  auto trusted = EstablishTrust(api, *state_, tofu);
+  ASSERT_TRUE(trusted) << trusted.error().ToString();
+  EXPECT_EQ(*trusted, coordinator_key_.public_key());
+  auto stored = state_->TrustedCoordinatorKey();
+  ASSERT_TRUE(stored && stored->has_value());
+  EXPECT_EQ(**stored, coordinator_key_.public_key());
+
+  // The coordinator now presents another key: refused even with trust on first use, and the
+  // pinned key stays.
+  fake_.signing_key = common::SigningKey::Generate().public_key();
+  auto swapped = EstablishTrust(api, *state_, tofu);
+  ASSERT_FALSE(swapped);
+  EXPECT_EQ(swapped.error().code, Errc::kForbidden);
+  stored = state_->TrustedCoordinatorKey();
+  ASSERT_TRUE(stored && stored->has_value());
+  EXPECT_EQ(**stored, coordinator_key_.public_key());
+}
+
+TEST_F(RunnerTest, EnrolledKeyMustMatchThePresentedKey) {
+  CoordinatorApi api(fake_);
+  TrustOptions wrong;
+  wrong.coordinator_key = common::SigningKey::Generate().public_key();
+  wrong.trust_on_first_use = true;  // must not override an explicit key
+  auto refused = EstablishTrust(api, *state_, wrong);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kForbidden);
+  auto stored = state_->TrustedCoordinatorKey();
+  ASSERT_TRUE(stored);
+  EXPECT_FALSE(stored->has_value());
+
+  TrustOptions right;
+  right.coordinator_key = coordinator_key_.public_key();
+  auto trusted = EstablishTrust(api, *state_, right);
+  ASSERT_TRUE(trusted) << trusted.error().ToString();
+  stored = state_->TrustedCoordinatorKey();
+  ASSERT_TRUE(stored && stored->has_value());
+  EXPECT_EQ(**stored, coordinator_key_.public_key());
+}
+
+// ---- registration ----
+
+BenchmarkReport FixedBenchmark() {
+  BenchmarkReport r;
+  r.matmul_gflops = 12.5;
+  r.train = {{kSpec, 300}};
+  r.cpu_threads = 1;
+  r.torch_version = "test";
+  return r;
+}
+
+TEST_F(RunnerTest, RegistrationIsSignedByTheHostKeyAndSaved) {
+  const std::string token = common::NewToken();
+  fake_.registrations.push_back(
+      Answer(201, common::SerializeHostRegistered({common::kProtocolVersion, 77, token})));
+  CoordinatorApi api(fake_);
+  int benchmarks = 0;
+  auto bench = [&] {
+    ++benchmarks;
+    return FixedBenchmark();
+  };
+  auto reg = EnsureRegistered(api, *state_, *host_key_, "donor-a", bench);
+  ASSERT_TRUE(reg) << reg.error().ToString();
+  EXPECT_EQ(reg->host_id, 77);
+  EXPECT_EQ(reg->token, token);
+  EXPECT_EQ(benchmarks, 1);
+
+  auto posts = fake_.CallsTo("POST", "/v1/hosts");
+  ASSERT_EQ(posts.size(), 1u);
+  auto envelope = common::ParseEnvelope(posts[0].body);
+  ASSERT_TRUE(envelope) << envelope.error().ToString();
+  // Proof of possession: signed by the key it registers, in the register domain.
+  EXPECT_TRUE(common::VerifyEnvelope(*envelope, common::kDomainRegister, host_key_->public_key()));
+  auto registration = common::ParseHostRegistration(envelope->payload);
+  ASSERT_TRUE(registration) << registration.error().ToString();
+  EXPECT_EQ(registration->public_key, host_key_->public_key().Hex());
+  EXPECT_EQ(registration->name, "donor-a");
+  EXPECT_DOUBLE_EQ(registration->benchmark.matmul_gflops, 12.5);
+  ASSERT_EQ(registration->benchmark.train.size(), 1u);
+  EXPECT_EQ(registration->benchmark.train[0].model, kSpec);
+
+  auto saved = state_->LoadRegistration();
+  ASSERT_TRUE(saved && saved->has_value());
+  EXPECT_EQ((*saved)->host_id, 77);
+
+  // A restart uses the saved registration: no benchmark, no request.
+  const std::size_t calls_before = fake_.calls.size();
+  auto again = EnsureRegistered(api, *state_, *host_key_, "donor-a", bench);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->host_id, 77);
+  EXPECT_EQ(benchmarks, 1);
+  EXPECT_EQ(fake_.calls.size(), calls_before);
+}
+
+TEST_F(RunnerTest, RefusedRegistrationSavesNothing) {
+  fake_.registrations.push_back(ErrorAnswer(409, Errc::kConflict, "key already registered"));
+  CoordinatorApi api(fake_);
+  auto reg = EnsureRegistered(api, *state_, *host_key_, "donor-a", FixedBenchmark);
+  ASSERT_FALSE(reg);
+  EXPECT_EQ(reg.error().code, Errc::kConflict);
+  auto saved = state_->LoadRegistration();
+  ASSERT_TRUE(saved);
+  EXPECT_FALSE(saved->has_value());
+}
+
+// ---- the work loop ----
+
+TEST_F(RunnerTest, EvalUnitResultIsRetriedWithTheSameSignedBytes) {
+  const common::SignedEnvelope manifest = Sign(EvalManifest());
+  OfferWork(manifest);
+  fake_.result_failures.push_back(ErrorAnswer(503, Errc::kUnavailable, "busy"));
+  fake_.result_failures.push_back(NetworkFailure());
+  RunnerOptions options = FastOptions();
+  options.max_units = 1;
+  const RunSummary summary = RunLoop(options);
+
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(summary.eval_units, 1);
+  EXPECT_EQ(summary.finetune_units, 0);
+  EXPECT_EQ(summary.units_refused, 0);
+  EXPECT_EQ(summary.retries, 2);
+
+  auto posts = fake_.CallsTo("POST", "/v1/results");
+  ASSERT_EQ(posts.size(), 3u);
+  EXPECT_EQ(posts[1].body, posts[0].body) << "a retry must resend the exact signed envelope";
+  EXPECT_EQ(posts[2].body, posts[0].body);
+  for (const auto& c : fake_.calls) EXPECT_EQ(c.token, "host-token") << c.target;
+  EXPECT_TRUE(fake_.CallsTo("PUT", "/v1/blobs/").empty()) << "eval units upload no update";
+
+  auto envelope = common::ParseEnvelope(posts[0].body);
+  ASSERT_TRUE(envelope);
+  EXPECT_TRUE(common::VerifyEnvelope(*envelope, common::kDomainResult, host_key_->public_key()));
+  auto result = common::ParseResultPayload(envelope->payload);
+  ASSERT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(result->unit_id, 11);
+  EXPECT_EQ(result->host_id, kHostId);
+  EXPECT_EQ(result->attempt, 2);
+  EXPECT_EQ(result->manifest_hash, common::PayloadHash(manifest));
+  EXPECT_EQ(result->kind, common::kUnitEval);
+  EXPECT_FALSE(result->update.has_value());
+  EXPECT_EQ(result->metrics.samples, kRows);
+  EXPECT_GT(result->metrics.loss, 0);
+  EXPECT_GE(result->metrics.accuracy, 0);
+  EXPECT_LE(result->metrics.accuracy, 1);
+
+  // Inputs were cached for the next unit.
+  EXPECT_TRUE(state_->CachedBlob(RefOf(model_).id).has_value());
+  EXPECT_TRUE(state_->CachedBlob(RefOf(data_).id).has_value());
+}
+
+TEST_F(RunnerTest, FinetuneUploadsTheUpdateBeforeTheResult) {
+  OfferWork(Sign(FinetuneManifest()));
+  RunnerOptions options = FastOptions();
+  options.max_units = 1;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(summary.finetune_units, 1);
+
+  std::size_t put_index = 0, result_index = 0;
+  for (std::size_t i = 0; i < fake_.calls.size(); ++i) {
+    if (fake_.calls[i].method == "PUT") put_index = i;
+    if (fake_.calls[i].target == "/v1/results") result_index = i;
+  }
+  ASSERT_GT(put_index, 0u);
+  ASSERT_GT(result_index, put_index) << "the update must exist before the result names it";
+  const auto& put = fake_.calls[put_index];
+  const std::string put_id = put.target.substr(std::string("/v1/blobs/").size());
+  EXPECT_EQ(put_id, common::ContentId(common::AsBytes(put.body)));
+
+  auto envelope = common::ParseEnvelope(fake_.calls[result_index].body);
+  ASSERT_TRUE(envelope);
+  auto result = common::ParseResultPayload(envelope->payload);
+  ASSERT_TRUE(result) << result.error().ToString();
+  ASSERT_TRUE(result->update.has_value());
+  EXPECT_EQ(result->update->id, put_id);
+  EXPECT_EQ(result->update->size, put.body.size());
+  EXPECT_GT(result->metrics.samples, 0);
+
+  // The update is a delta with exactly the model's layout.
+  auto delta = common::DecodeTensorBlob(common::AsBytes(put.body), result->update->raw_size);
+  ASSERT_TRUE(delta) << delta.error().ToString();
+  EXPECT_TRUE(common::CheckSameLayout(common::ModelLayout(*common::ParseModelSpec(kSpec)), *delta));
+}
+
+TEST_F(RunnerTest, CachedBlobsAreUsedAndTamperedOnesFetchedAgain) {
+  state_->CacheBlob(RefOf(model_).id, model_.bytes);
+  state_->CacheBlob(RefOf(data_).id, data_.bytes);
+  // Corrupt the cached data blob on disk: it must be fetched from the coordinator instead.
+  {
+    std::ofstream out(dir_ / "blobs" / RefOf(data_).id, std::ios::binary | std::ios::trunc);
+    out << "corrupted";
+  }
+  OfferWork(Sign(EvalManifest()));
+  RunnerOptions options = FastOptions();
+  options.max_units = 1;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_done, 1);
+  auto gets = fake_.CallsTo("GET", "/v1/blobs/");
+  ASSERT_EQ(gets.size(), 1u);
+  EXPECT_EQ(gets[0].target, "/v1/blobs/" + RefOf(data_).id);
+  auto repaired = state_->CachedBlob(RefOf(data_).id);
+  ASSERT_TRUE(repaired.has_value());
+  EXPECT_EQ(*repaired, data_.bytes);
+}
+
+TEST_F(RunnerTest, ManifestsThatFailVerificationAreRefusedBeforeAnyDownload) {
+  const common::SigningKey stranger = common::SigningKey::Generate();
+  OfferWork(Sign(EvalManifest(), &stranger));  // signed by another key
+  common::SignedEnvelope claimed = Sign(EvalManifest(), &stranger);
+  claimed.signer = coordinator_key_.public_key().Hex();  // claims the right signer
+  OfferWork(claimed);
+  common::SignedEnvelope altered = Sign(EvalManifest());
+  const std::string from = "\"attempt\":2";
+  ASSERT_NE(altered.payload.find(from), std::string::npos) << altered.payload;
+  altered.payload.replace(altered.payload.find(from), from.size(), "\"attempt\":3");
+  OfferWork(altered);  // payload changed after signing
+  common::Manifest other_host = EvalManifest();
+  other_host.host_id = kHostId + 1;
+  OfferWork(Sign(other_host));  // genuine, but for another host
+  fake_.work.push_back(Answer(200, "{not an envelope"));
+
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.01;  // refusals back off too; keep the test short
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 5);
+  EXPECT_EQ(summary.units_done, 0);
+  EXPECT_TRUE(fake_.CallsTo("GET", "/v1/blobs/").empty());
+  EXPECT_TRUE(fake_.CallsTo("POST", "/v1/results").empty());
+}
+
+TEST_F(RunnerTest, NonRetryableErrorsAreNotRetried) {
+  // The coordinator does not have the model (404): final, requested exactly once.
+  common::Manifest missing = EvalManifest();
+  fake_.blobs.erase(missing.model.id);
+  OfferWork(Sign(missing));
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.01;
+  RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+  EXPECT_EQ(summary.retries, 0);
+  EXPECT_EQ(fake_.CallsTo("GET", "/v1/blobs/" + missing.model.id).size(), 1u);
+  EXPECT_TRUE(fake_.CallsTo("POST", "/v1/results").empty());
+}
+
+TEST_F(RunnerTest, HashMismatchAndConflictAreFinal) {
+  fake_.blob_failures[RefOf(data_).id].push_back(Answer(200, std::string(data_.bytes.size(), 'z')));
+  OfferWork(Sign(EvalManifest()));
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.01;
+  RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+  EXPECT_EQ(summary.retries, 0);
+  EXPECT_EQ(fake_.CallsTo("GET", "/v1/blobs/" + RefOf(data_).id).size(), 1u);
+  EXPECT_FALSE(state_->CachedBlob(RefOf(data_).id).has_value()) << "bad bytes must not be cached";
+
+  fake_.calls.clear();
+  stop_ = false;
+  fake_.result_failures.push_back(ErrorAnswer(409, Errc::kConflict, "lease re-issued"));
+  OfferWork(Sign(EvalManifest()));
+  summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+  EXPECT_EQ(summary.units_done, 0);
+  EXPECT_EQ(summary.retries, 0);
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/results").size(), 1u);
+}
+
+TEST_F(RunnerTest, RetryableFetchErrorsBackOffExponentiallyWithJitter) {
+  const std::string model_id = RefOf(model_).id;
+  fake_.blob_failures[model_id] = {ErrorAnswer(503, Errc::kUnavailable, "busy"), NetworkFailure(),
+                                   ErrorAnswer(500, Errc::kInternal, "oops")};
+  OfferWork(Sign(EvalManifest()));
+  RunnerOptions options = FastOptions();
+  options.max_units = 1;
+  options.max_backoff_s = 10;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(summary.retries, 3);
+
+  const auto gets = fake_.CallsTo("GET", "/v1/blobs/" + model_id);
+  ASSERT_EQ(gets.size(), 4u);
+  // Attempt k waits between half of and the full min(max, 0.25 s * 2^k).
+  const std::vector<double> gaps = Gaps(gets);
+  for (std::size_t k = 0; k < gaps.size(); ++k) {
+    const double cap = 0.25 * static_cast<double>(1u << k);
+    EXPECT_GE(gaps[k], cap / 2) << "attempt " << k;
+    EXPECT_LE(gaps[k], cap + kSlackS) << "attempt " << k;
+  }
+}
+
+TEST_F(RunnerTest, BackoffNeverExceedsTheConfiguredMaximum) {
+  for (int i = 0; i < 4; ++i) fake_.work.push_back(NetworkFailure());
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.2;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.retries, 4);
+  EXPECT_EQ(summary.units_refused, 0);
+  const auto polls = fake_.CallsTo("POST", "/v1/work");
+  ASSERT_EQ(polls.size(), 5u);  // four failures, then the empty answer that stops the run
+  for (double gap : Gaps(polls)) {
+    // Uncapped, the fourth wait alone would be at least 1 s.
+    EXPECT_GE(gap, 0.1);
+    EXPECT_LE(gap, 0.2 + kSlackS);
+  }
+}
+
+TEST_F(RunnerTest, RefusedWorkRequestIsNotCountedAsARetry) {
+  fake_.work.push_back(ErrorAnswer(401, Errc::kUnauthorized, "unknown token"));
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.01;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+  EXPECT_EQ(summary.retries, 0);
+}
+
+TEST_F(RunnerTest, StopsAfterMaxIdlePolls) {
+  fake_.stop = nullptr;  // the run must end by itself
+  for (int i = 0; i < 3; ++i) fake_.work.push_back(Answer(204, ""));
+  RunnerOptions options = FastOptions();
+  options.max_idle_polls = 3;
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/work").size(), 3u);
+  EXPECT_EQ(summary.units_done, 0);
+  EXPECT_EQ(summary.retries, 0);
+  EXPECT_FALSE(stop_);
+}
+
+TEST_F(RunnerTest, StopEndsTheRunBeforeAnyRequest) {
+  stop_ = true;
+  const RunSummary summary = RunLoop(FastOptions());
+  EXPECT_TRUE(fake_.calls.empty());
+  EXPECT_EQ(summary.units_done, 0);
+}
+
+TEST(IsRetryableTest, OnlyTransientFailuresAreRetryable) {
+  for (Errc code : {Errc::kNetwork, Errc::kUnavailable, Errc::kInternal, Errc::kIo}) {
+    EXPECT_TRUE(IsRetryable(common::MakeError(code, ""))) << common::ErrcName(code);
+  }
+  for (Errc code : {Errc::kInvalidArgument, Errc::kMalformed, Errc::kTooLarge,
+                    Errc::kUnsupportedVersion, Errc::kBadSignature, Errc::kHashMismatch,
+                    Errc::kNotFound, Errc::kConflict, Errc::kUnauthorized, Errc::kForbidden}) {
+    EXPECT_FALSE(IsRetryable(common::MakeError(code, ""))) << common::ErrcName(code);
+  }
+}
+
+}  // namespace
+}  // namespace ubcp::client
