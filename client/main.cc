@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   auto endpoint = client::ParseCoordinatorUrl(url);
   if (!endpoint) return Fail(endpoint.error());
   if (ca_file.empty() && !insecure) {
-    return Fail(common::MakeError(common::Errc::kInvalidArgument,
-                                  "pass --ca-file (or --insecure-tls)"));
+    return Fail(
+        common::MakeError(common::Errc::kInvalidArgument, "pass --ca-file (or --insecure-tls)"));
   }
   auto http = client::HttpsClient::Create({*endpoint, ca_file, insecure});
   if (!http) return Fail(http.error());
@@ -86,9 +86,8 @@ int main(int argc, char** argv) {
   if (!coordinator_key) return Fail(coordinator_key.error());
   spdlog::info("coordinator key {}", common::Fingerprint(*coordinator_key));
 
-  auto registration = client::EnsureRegistered(api, *state, *key, name, [&] {
-    return client::RunBenchmark(bench_seconds);
-  });
+  auto registration = client::EnsureRegistered(api, *state, *key, name,
+                                               [&] { return client::RunBenchmark(bench_seconds); });
   if (!registration) return Fail(registration.error());
   api.set_token(registration->token);
 

@@ -126,10 +126,10 @@ int main(int argc, char** argv) {
     auto store = coordinator::OpenSqliteStore(paths.db());
     if (!store) return Fail(store.error());
     std::string token = common::NewToken();
-    auto id = (*store)->CreateAccount(name, common::TokenHash(token),
-                                      admin ? coordinator::Role::kAdmin
-                                            : coordinator::Role::kRecipient,
-                                      coordinator::SystemClockSeconds());
+    auto id =
+        (*store)->CreateAccount(name, common::TokenHash(token),
+                                admin ? coordinator::Role::kAdmin : coordinator::Role::kRecipient,
+                                coordinator::SystemClockSeconds());
     if (!id) return Fail(id.error());
     // The token is shown once; only its hash is stored.
     std::cout << token << "\n";

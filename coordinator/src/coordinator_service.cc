@@ -87,8 +87,12 @@ common::Result<common::HostRegistered> Coordinator::RegisterHost(std::string_vie
     return MakeError(Errc::kForbidden, "registration is stale or from the future");
   }
   std::string token = common::NewToken();
-  NewHost host{reg.public_key, reg.name, common::TokenHash(token), BenchmarkJson(reg.benchmark),
-               CapabilitiesJson(reg.capabilities), now};
+  NewHost host{reg.public_key,
+               reg.name,
+               common::TokenHash(token),
+               BenchmarkJson(reg.benchmark),
+               CapabilitiesJson(reg.capabilities),
+               now};
   UBCP_ASSIGN_OR_RETURN(std::int64_t host_id, store_.CreateHost(host));
   spdlog::info("registered host {} ({}), key {}, {:.1f} GFLOPS", host_id, reg.name,
                common::Fingerprint(key), reg.benchmark.matmul_gflops);
@@ -130,9 +134,8 @@ common::Result<std::optional<common::SignedEnvelope>> Coordinator::RequestWork(
   UBCP_RETURN_IF_ERROR(store_.TouchHost(host.id, now));
   for (int attempt = 0; attempt < 2; ++attempt) {
     common::SignedEnvelope envelope;
-    auto leased = store_.LeaseUnit(host.id, kinds, now, [&](const LeaseContext& ctx) {
-      return SignManifest(ctx, &envelope);
-    });
+    auto leased = store_.LeaseUnit(
+        host.id, kinds, now, [&](const LeaseContext& ctx) { return SignManifest(ctx, &envelope); });
     if (!leased) return leased.error();
     if (leased->has_value()) {
       spdlog::debug("unit {} (job {} round {} {}) attempt {} -> host {}", (*leased)->unit.id,
@@ -288,12 +291,14 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
                              spec.outer_lr, spec.outer_momentum};
     auto out = Aggregate(*global, &momentum, updates, optimizer);
     if (!out) return fail(out.error());
-    UBCP_ASSIGN_OR_RETURN(BlobRecord next, PutTensorBlob(blobs_, store_, out->next_global,
-                                                         common::FloatEncoding::kFp32, "model", now));
+    UBCP_ASSIGN_OR_RETURN(BlobRecord next,
+                          PutTensorBlob(blobs_, store_, out->next_global,
+                                        common::FloatEncoding::kFp32, "model", now));
     std::string momentum_id;
     if (!out->next_momentum.empty()) {
-      UBCP_ASSIGN_OR_RETURN(BlobRecord m, PutTensorBlob(blobs_, store_, out->next_momentum,
-                                                        common::FloatEncoding::kFp32, "state", now));
+      UBCP_ASSIGN_OR_RETURN(BlobRecord m,
+                            PutTensorBlob(blobs_, store_, out->next_momentum,
+                                          common::FloatEncoding::kFp32, "state", now));
       momentum_id = m.id;
     }
     RoundAdvance advance{job_id, r, next.id, momentum_id, Planner::PlanRound(spec, r + 1), now};
@@ -310,10 +315,13 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
   }
   std::optional<CatalogEntry> publish;
   if (!spec.publish_as.empty()) {
-    publish = CatalogEntry{spec.publish_as, job.model_spec, current.model_blob, job_id,
-                           "trained by job " + std::to_string(job_id) + " (" + job.name +
-                               ") on " + spec.dataset,
-                           now};
+    publish = CatalogEntry{
+        spec.publish_as,
+        job.model_spec,
+        current.model_blob,
+        job_id,
+        "trained by job " + std::to_string(job_id) + " (" + job.name + ") on " + spec.dataset,
+        now};
   }
   auto finished = store_.FinishJob(job_id, current.model_blob, publish, now);
   if (!finished && finished.error().code == Errc::kConflict && publish) {
@@ -354,8 +362,7 @@ common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& a
   return common::JobCreated{common::kProtocolVersion, job_id};
 }
 
-common::Result<JobRecord> Coordinator::OwnedJob(const AccountRecord& account,
-                                                std::int64_t job_id) {
+common::Result<JobRecord> Coordinator::OwnedJob(const AccountRecord& account, std::int64_t job_id) {
   auto job = store_.GetJob(job_id);
   // Someone else's job answers exactly like a missing one: ids reveal nothing.
   if (!job || (job->account_id != account.id && account.role != Role::kAdmin)) {
@@ -397,7 +404,8 @@ common::Result<std::pair<std::string, common::Bytes>> Coordinator::DownloadModel
     const AccountRecord& account, std::int64_t job_id) {
   UBCP_ASSIGN_OR_RETURN(JobRecord job, OwnedJob(account, job_id));
   if (job.state != "done") return MakeError(Errc::kConflict, "job is not done");
-  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, blobs_.Get(job.final_model, config_.max_blob_download));
+  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes,
+                        blobs_.Get(job.final_model, config_.max_blob_download));
   return std::make_pair(job.model_spec, std::move(bytes));
 }
 

@@ -280,8 +280,7 @@ TEST_F(SqliteStoreTest, AccountsConflictAndLookups) {
   ASSERT_TRUE(admin) << admin.error().ToString();
   EXPECT_EQ(CodeOf(store().CreateAccount("root", "another-token", Role::kRecipient, 4)),
             Errc::kConflict);
-  EXPECT_EQ(CodeOf(store().CreateAccount("", "t", Role::kRecipient, 4)),
-            Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf(store().CreateAccount("", "t", Role::kRecipient, 4)), Errc::kInvalidArgument);
 
   auto found = store().FindAccountByTokenHash("root-token");
   ASSERT_TRUE(found) << found.error().ToString();
@@ -303,8 +302,7 @@ TEST_F(SqliteStoreTest, BlobIndexIsIdempotent) {
   EXPECT_EQ(got->kind, "model");
 
   // The same content id with other sizes is a caller bug.
-  EXPECT_EQ(CodeOf(store().RecordBlob(BlobRecord{"cid-1", 101, 400, "model"}, 3)),
-            Errc::kConflict);
+  EXPECT_EQ(CodeOf(store().RecordBlob(BlobRecord{"cid-1", 101, 400, "model"}, 3)), Errc::kConflict);
   EXPECT_EQ(CodeOf(store().GetBlob("cid-2")), Errc::kNotFound);
   EXPECT_EQ(CodeOf(store().RecordBlob(
                 BlobRecord{"huge", std::numeric_limits<std::uint64_t>::max(), 1, "data"}, 1)),
@@ -422,7 +420,7 @@ TEST_F(SqliteStoreTest, SeedKeepsAllSixtyFourBits) {
 
 TEST_F(SqliteStoreTest, LeaseFollowsJobRoundIdOrderAndKinds) {
   std::int64_t job1 = MakeJob({kFinetune, kFinetune, kEval});  // units 1, 2, 3
-  std::int64_t job2 = MakeJob({kFinetune});                     // unit 4
+  std::int64_t job2 = MakeJob({kFinetune});                    // unit 4
   std::int64_t host = AddHost("k1");
 
   RecordingSigner signer;
@@ -456,8 +454,8 @@ TEST_F(SqliteStoreTest, LeaseFollowsJobRoundIdOrderAndKinds) {
   EXPECT_EQ(fourth.unit.id, 4);
   EXPECT_EQ(fourth.job.id, job2);
 
-  for (const auto& kinds : std::vector<std::vector<std::string>>{
-           {kFinetune, kEval}, {}, {"unknown_kind"}}) {
+  for (const auto& kinds :
+       std::vector<std::vector<std::string>>{{kFinetune, kEval}, {}, {"unknown_kind"}}) {
     auto none = store().LeaseUnit(host, kinds, 1000, PlainSigner());
     ASSERT_TRUE(none);
     EXPECT_FALSE(none->has_value());
@@ -515,10 +513,9 @@ TEST_F(SqliteStoreTest, SignFailureRollsBackTheLease) {
     return Result<std::string>(common::MakeError(Errc::kUnavailable, "signer offline"));
   });
   EXPECT_EQ(CodeOf(failed), Errc::kUnavailable);
-  auto threw = store().LeaseUnit(host, {kFinetune}, 1000,
-                                 [](const LeaseContext&) -> Result<std::string> {
-                                   throw std::runtime_error("boom");
-                                 });
+  auto threw = store().LeaseUnit(
+      host, {kFinetune}, 1000,
+      [](const LeaseContext&) -> Result<std::string> { throw std::runtime_error("boom"); });
   EXPECT_EQ(CodeOf(threw), Errc::kInternal);
 
   auto unit = store().GetUnit(1);
@@ -724,16 +721,16 @@ TEST_F(SqliteStoreTest, FinishJobPublishesAtomically) {
   std::int64_t job = MakeJob({kFinetune});
   ASSERT_TRUE(store().PublishModel(CatalogEntry{"taken", "mlp", "x", 0, "", 1}));
 
-  auto clash = store().FinishJob(job, "final", CatalogEntry{"taken", "mlp", "final", job, "", 9},
-                                 900);
+  auto clash =
+      store().FinishJob(job, "final", CatalogEntry{"taken", "mlp", "final", job, "", 9}, 900);
   EXPECT_EQ(CodeOf(clash), Errc::kConflict);
   auto still = store().GetJob(job);
   EXPECT_EQ(still->state, "running");
   EXPECT_EQ(still->final_model, "");
   EXPECT_EQ(store().GetCatalogModel("taken")->blob_id, "x");
 
-  auto done = store().FinishJob(job, "final", CatalogEntry{"fresh", "mlp", "final", job, "d", 9},
-                                900);
+  auto done =
+      store().FinishJob(job, "final", CatalogEntry{"fresh", "mlp", "final", job, "d", 9}, 900);
   ASSERT_TRUE(done) << done.error().ToString();
   EXPECT_TRUE(*done);
   auto finished = store().GetJob(job);

@@ -228,7 +228,8 @@ TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
 
   // The recipient downloads the final model, which loads and evaluates as reported.
   auto http = NewHttp();
-  auto model = http->Request("GET", "/v1/jobs/" + std::to_string(job_id) + "/model", {}, {}, token_);
+  auto model =
+      http->Request("GET", "/v1/jobs/" + std::to_string(job_id) + "/model", {}, {}, token_);
   ASSERT_TRUE(model);
   ASSERT_EQ(model->status, 200);
   EXPECT_EQ(common::ContentId(common::AsBytes(model->body)), status.final_model);
@@ -269,7 +270,8 @@ TEST_F(LoopTest, RefusedResultsLeaveTheStoreUnchanged) {
     const Snapshot before = Take(job_id);
     auto stranger = common::SigningKey::Generate();
     auto forged = EvalResult(stranger, manifest, 0.5);
-    auto r = Post(*a->http, "/v1/results", common::SerializeEnvelope(forged), a->registration.token);
+    auto r =
+        Post(*a->http, "/v1/results", common::SerializeEnvelope(forged), a->registration.token);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 403) << r->body;
     // Even claiming the right signer, a signature by another key fails verification.
@@ -306,7 +308,8 @@ TEST_F(LoopTest, RefusedResultsLeaveTheStoreUnchanged) {
   // Replays: another host sending it, or a different result for the now finished unit.
   {
     const Snapshot before = Take(job_id);
-    auto r = Post(*b->http, "/v1/results", common::SerializeEnvelope(genuine), b->registration.token);
+    auto r =
+        Post(*b->http, "/v1/results", common::SerializeEnvelope(genuine), b->registration.token);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 403) << r->body;
     auto changed = EvalResult(*a->key, manifest, 0.99);
@@ -346,16 +349,18 @@ TEST_F(LoopTest, ForgedManifestIsRefusedByTheClient) {
   SubmitJob(DigitsJob(1));
   auto a = NewDonor("a");
   common::SignedEnvelope manifest = LeaseEval(*a->api);
-  EXPECT_TRUE(common::VerifyEnvelope(manifest, common::kDomainManifest, signing_key_->public_key()));
+  EXPECT_TRUE(
+      common::VerifyEnvelope(manifest, common::kDomainManifest, signing_key_->public_key()));
   manifest.payload[manifest.payload.size() / 2] ^= 1;
-  EXPECT_FALSE(common::VerifyEnvelope(manifest, common::kDomainManifest, signing_key_->public_key()));
+  EXPECT_FALSE(
+      common::VerifyEnvelope(manifest, common::kDomainManifest, signing_key_->public_key()));
 }
 
 TEST_F(LoopTest, RecipientsSeeOnlyTheirOwnJobs) {
   const std::int64_t job_id = SubmitJob(DigitsJob(1));
   std::string other = common::NewToken();
-  ASSERT_TRUE(store_->CreateAccount("bob", common::TokenHash(other), coordinator::Role::kRecipient,
-                                    now_));
+  ASSERT_TRUE(
+      store_->CreateAccount("bob", common::TokenHash(other), coordinator::Role::kRecipient, now_));
   auto http = NewHttp();
   auto r = http->Request("GET", "/v1/jobs/" + std::to_string(job_id), {}, {}, other);
   ASSERT_TRUE(r);

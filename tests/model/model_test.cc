@@ -79,13 +79,28 @@ TEST(ModelSpecTest, ParsesValidSpecs) {
 }
 
 TEST(ModelSpecTest, RejectsInvalidSpecs) {
-  for (const char* bad :
-       {"", "mlp", "mlp-i784-h128", "mlp-i784-h128-o10-x", "mlp-i0-h1-o2", "mlp-i784-h128-o1",
-        "mlp-i0784-h128-o10", "mlp-i+78-h1-o2", "mlp-i-1-h2-o2", "mlp-i4097-h1-o2",
-        "mlp-i784-h128-o10 ", " mlp-i784-h128-o10", "MLP-i784-h128-o10", "mlp-h128-i784-o10",
-        "mlp-i784-h128-c10", "cnn28-c16-h64-o10", "cnn28-c16-c32-h64-o10-o2", "cnn-c16-c32-h64-o10",
-        "cnn28-c4096-c4096-h4096-o10", "mlp-i4096-h4096-o4096", "mlp-i12x-h1-o2",
-        "mlp--i784-h128-o10"}) {
+  for (const char* bad : {"",
+                          "mlp",
+                          "mlp-i784-h128",
+                          "mlp-i784-h128-o10-x",
+                          "mlp-i0-h1-o2",
+                          "mlp-i784-h128-o1",
+                          "mlp-i0784-h128-o10",
+                          "mlp-i+78-h1-o2",
+                          "mlp-i-1-h2-o2",
+                          "mlp-i4097-h1-o2",
+                          "mlp-i784-h128-o10 ",
+                          " mlp-i784-h128-o10",
+                          "MLP-i784-h128-o10",
+                          "mlp-h128-i784-o10",
+                          "mlp-i784-h128-c10",
+                          "cnn28-c16-h64-o10",
+                          "cnn28-c16-c32-h64-o10-o2",
+                          "cnn-c16-c32-h64-o10",
+                          "cnn28-c4096-c4096-h4096-o10",
+                          "mlp-i4096-h4096-o4096",
+                          "mlp-i12x-h1-o2",
+                          "mlp--i784-h128-o10"}) {
     auto spec = ParseModelSpec(bad);
     ASSERT_FALSE(spec) << bad;
     EXPECT_EQ(spec.error().code, Errc::kInvalidArgument) << bad;
@@ -152,8 +167,7 @@ TEST(ModelZooTest, FlopCounts) {
   EXPECT_EQ(EvalFlopsPerSample(mlp), 2 * (784 * 128 + 128 * 10));
   EXPECT_EQ(TrainFlopsPerSample(mlp), 3 * EvalFlopsPerSample(mlp));
   ModelSpec cnn = Spec("cnn28-c16-c32-h64-o10");
-  const std::int64_t fwd =
-      2 * 9 * 16 * 784 + 2 * 9 * 16 * 32 * 196 + 2 * (32 * 49 * 64 + 64 * 10);
+  const std::int64_t fwd = 2 * 9 * 16 * 784 + 2 * 9 * 16 * 32 * 196 + 2 * (32 * 49 * 64 + 64 * 10);
   EXPECT_EQ(EvalFlopsPerSample(cnn), fwd);
   EXPECT_EQ(TrainFlopsPerSample(cnn), 3 * fwd);
 }

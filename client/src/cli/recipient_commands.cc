@@ -22,8 +22,8 @@ int PrintError(const common::Error& e) {
 }
 
 common::Result<std::string> Call(HttpsClient& http, const std::string& token,
-                                  std::string_view method, const std::string& target,
-                                  std::string_view body = {}) {
+                                 std::string_view method, const std::string& target,
+                                 std::string_view body = {}) {
   UBCP_ASSIGN_OR_RETURN(ClientResponse r,
                         http.Request(method, target, body, "application/json", token));
   if (r.status < 200 || r.status >= 300) return ErrorFromResponse(r);
@@ -43,8 +43,8 @@ std::string RoundLine(const common::RoundStatus& r, int rounds) {
                   r.units_total);
   } else {
     std::snprintf(line, sizeof line,
-                  "final model: eval loss %.4f accuracy %.4f (%lld held-out samples)",
-                  r.eval_loss, r.eval_accuracy, static_cast<long long>(r.eval_samples));
+                  "final model: eval loss %.4f accuracy %.4f (%lld held-out samples)", r.eval_loss,
+                  r.eval_accuracy, static_cast<long long>(r.eval_samples));
   }
   return line;
 }
@@ -54,7 +54,8 @@ std::string RoundLine(const common::RoundStatus& r, int rounds) {
 int SubmitJob(HttpsClient& http, const std::string& token, const std::filesystem::path& spec_file,
               std::ostream& out) {
   std::ifstream in(spec_file);
-  if (!in) return PrintError(common::MakeError(common::Errc::kIo, "cannot read " + spec_file.string()));
+  if (!in)
+    return PrintError(common::MakeError(common::Errc::kIo, "cannot read " + spec_file.string()));
   std::stringstream ss;
   ss << in.rdbuf();
   auto body = Call(http, token, "POST", "/v1/jobs", ss.str());
@@ -71,8 +72,8 @@ int ShowJob(HttpsClient& http, const std::string& token, std::int64_t job_id, st
   auto status = common::ParseJobStatus(*body);
   if (!status) return PrintError(status.error());
   out << "job " << status->job_id << " '" << status->name << "': " << status->state << ", model "
-      << status->model_spec << ", round " << status->current_round << "/" << status->rounds
-      << ", " << status->hosts << " donor host(s)\n";
+      << status->model_spec << ", round " << status->current_round << "/" << status->rounds << ", "
+      << status->hosts << " donor host(s)\n";
   for (const auto& r : status->history) {
     if (r.evaluated) out << "  " << RoundLine(r, status->rounds) << "\n";
   }
@@ -114,10 +115,10 @@ int DownloadModel(HttpsClient& http, const std::string& token, std::int64_t job_
   if (r->status != 200) return PrintError(ErrorFromResponse(*r));
   std::ofstream file(output, std::ios::binary);
   file.write(r->body.data(), static_cast<std::streamsize>(r->body.size()));
-  if (!file) return PrintError(common::MakeError(common::Errc::kIo, "cannot write " + output.string()));
-  out << "model of job " << job_id << " written to " << output.string() << " ("
-      << r->body.size() << " bytes, blake2b-256 " << common::ContentId(common::AsBytes(r->body))
-      << ")\n";
+  if (!file)
+    return PrintError(common::MakeError(common::Errc::kIo, "cannot write " + output.string()));
+  out << "model of job " << job_id << " written to " << output.string() << " (" << r->body.size()
+      << " bytes, blake2b-256 " << common::ContentId(common::AsBytes(r->body)) << ")\n";
   return 0;
 }
 

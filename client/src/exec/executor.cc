@@ -50,8 +50,8 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
     params.lr = m.params.lr;
     params.momentum = m.params.momentum;
     params.weight_decay = m.params.weight_decay;
-    params.optimizer = m.params.optimizer == "adam" ? common::Optimizer::kAdam
-                                                    : common::Optimizer::kSgd;
+    params.optimizer =
+        m.params.optimizer == "adam" ? common::Optimizer::kAdam : common::Optimizer::kSgd;
     params.seed = m.params.seed;
     params.threads = threads;
     UBCP_ASSIGN_OR_RETURN(common::FloatEncoding encoding,

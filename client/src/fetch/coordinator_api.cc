@@ -25,8 +25,7 @@ common::Error ErrorFromResponse(const ClientResponse& response) {
 }
 
 common::Result<ClientResponse> CoordinatorApi::Call(std::string_view method,
-                                                    std::string_view target,
-                                                    std::string_view body,
+                                                    std::string_view target, std::string_view body,
                                                     std::string_view content_type) {
   UBCP_ASSIGN_OR_RETURN(ClientResponse response,
                         http_.Request(method, target, body, content_type, token_));
@@ -47,17 +46,17 @@ common::Result<CoordinatorInfo> CoordinatorApi::GetInfo() {
 
 common::Result<common::HostRegistered> CoordinatorApi::Register(
     const common::SignedEnvelope& registration) {
-  UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("POST", "/v1/hosts",
-                                               common::SerializeEnvelope(registration),
-                                               "application/json"));
+  UBCP_ASSIGN_OR_RETURN(
+      ClientResponse r,
+      Call("POST", "/v1/hosts", common::SerializeEnvelope(registration), "application/json"));
   return common::ParseHostRegistered(r.body);
 }
 
 common::Result<std::optional<common::SignedEnvelope>> CoordinatorApi::RequestWork(
     const common::WorkRequest& request) {
-  UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("POST", "/v1/work",
-                                               common::SerializeWorkRequest(request),
-                                               "application/json"));
+  UBCP_ASSIGN_OR_RETURN(
+      ClientResponse r,
+      Call("POST", "/v1/work", common::SerializeWorkRequest(request), "application/json"));
   if (r.status == 204) return std::optional<common::SignedEnvelope>();
   UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope env, common::ParseEnvelope(r.body));
   return std::optional<common::SignedEnvelope>(std::move(env));
@@ -84,9 +83,9 @@ common::Status CoordinatorApi::PutBlob(const std::string& id, common::ByteSpan b
 }
 
 common::Result<common::ResultAck> CoordinatorApi::PostResult(const common::SignedEnvelope& result) {
-  UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("POST", "/v1/results",
-                                               common::SerializeEnvelope(result),
-                                               "application/json"));
+  UBCP_ASSIGN_OR_RETURN(
+      ClientResponse r,
+      Call("POST", "/v1/results", common::SerializeEnvelope(result), "application/json"));
   return common::ParseResultAck(r.body);
 }
 

@@ -144,9 +144,9 @@ class HttpsClientImpl final : public HttpsClient {
       // connection and cannot have acted on this request.
       if (reused && attempt == 0 && nothing_read && IsStaleConnection(ec)) continue;
       if (ec == http::error::body_limit) {
-        return common::MakeError(common::Errc::kTooLarge,
-                                 "response body exceeds " +
-                                     std::to_string(options_.max_response_body) + " bytes");
+        return common::MakeError(
+            common::Errc::kTooLarge,
+            "response body exceeds " + std::to_string(options_.max_response_body) + " bytes");
       }
       if (ec == beast::error::timeout) return NetworkError("request to " + Where() + " timed out");
       return NetworkError("request to " + Where() + " failed: " + ec.message());
@@ -154,7 +154,8 @@ class HttpsClientImpl final : public HttpsClient {
   }
 
   // Writes the request and reads the response into parser_.
-  error_code Exchange(http::request<http::string_body>& req, bool head, Clock::time_point deadline) {
+  error_code Exchange(http::request<http::string_body>& req, bool head,
+                      Clock::time_point deadline) {
     parser_.emplace();
     parser_->body_limit(options_.max_response_body);
     parser_->header_limit(static_cast<std::uint32_t>(kMaxResponseHeader));
@@ -173,8 +174,7 @@ class HttpsClientImpl final : public HttpsClient {
 
     std::vector<tcp::endpoint> endpoints;
     if (is_ip_) {
-      endpoints.emplace_back(net::ip::make_address(options_.endpoint.host),
-                             options_.endpoint.port);
+      endpoints.emplace_back(net::ip::make_address(options_.endpoint.host), options_.endpoint.port);
     } else {
       UBCP_ASSIGN_OR_RETURN(endpoints, Resolve(deadline));
     }
@@ -335,9 +335,9 @@ common::Result<std::unique_ptr<HttpsClient>> CreateClient(const HttpsClientOptio
       tls.load_verify_file(options.ca_file.string(), ec);
     }
     if (ec) {
-      return common::MakeError(common::Errc::kInvalidArgument,
-                               "cannot load CA file '" + options.ca_file.string() +
-                                   "': " + ec.message());
+      return common::MakeError(
+          common::Errc::kInvalidArgument,
+          "cannot load CA file '" + options.ca_file.string() + "': " + ec.message());
     }
     tls.set_verify_mode(ssl::verify_peer);
   }
@@ -404,7 +404,8 @@ common::Result<Endpoint> ParseCoordinatorUrl(std::string_view url) {
   }
 }
 
-common::Result<std::unique_ptr<HttpsClient>> HttpsClient::Create(const HttpsClientOptions& options) {
+common::Result<std::unique_ptr<HttpsClient>> HttpsClient::Create(
+    const HttpsClientOptions& options) {
   try {
     return CreateClient(options);
   } catch (const std::exception& e) {

@@ -69,8 +69,8 @@ common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const Host
                                                  const TrustOptions& options) {
   UBCP_ASSIGN_OR_RETURN(CoordinatorInfo info, api.GetInfo());
   UBCP_ASSIGN_OR_RETURN(std::optional<common::PublicKey> stored, state.TrustedCoordinatorKey());
-  std::optional<common::PublicKey> expected = options.coordinator_key ? options.coordinator_key
-                                                                      : stored;
+  std::optional<common::PublicKey> expected =
+      options.coordinator_key ? options.coordinator_key : stored;
   if (expected) {
     if (!(info.signing_key == *expected)) {
       return MakeError(Errc::kForbidden, "coordinator presents key " + info.fingerprint +
@@ -83,7 +83,8 @@ common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const Host
   if (!options.trust_on_first_use) {
     return MakeError(Errc::kForbidden,
                      "no trusted coordinator key: pass --coordinator-key, or --trust-on-first-use "
-                     "to accept " + info.fingerprint);
+                     "to accept " +
+                         info.fingerprint);
   }
   spdlog::warn("trusting coordinator key {} on first use", info.fingerprint);
   UBCP_RETURN_IF_ERROR(state.TrustCoordinatorKey(info.signing_key));
@@ -124,8 +125,8 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
   reg.capabilities.cpu_cores = static_cast<int>(std::thread::hardware_concurrency());
   reg.capabilities.cuda = report.cuda_devices > 0;
   reg.capabilities.client_version = "0.1.0";
-  auto envelope = common::SignPayload(key, common::kDomainRegister,
-                                      common::SerializeHostRegistration(reg));
+  auto envelope =
+      common::SignPayload(key, common::kDomainRegister, common::SerializeHostRegistration(reg));
   UBCP_ASSIGN_OR_RETURN(common::HostRegistered answer, api.Register(envelope));
   Registration registration{answer.host_id, answer.token};
   UBCP_RETURN_IF_ERROR(state.SaveRegistration(registration));
@@ -184,8 +185,8 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   spdlog::info("unit {} ({} job {} round {} attempt {})", m.unit_id, m.kind, m.job_id, m.round,
                m.attempt);
 
-  auto model = WithRetry([&] { return FetchBlob(m.model); }, options_.max_backoff_s, stop,
-                         summary.retries);
+  auto model =
+      WithRetry([&] { return FetchBlob(m.model); }, options_.max_backoff_s, stop, summary.retries);
   auto data = model ? WithRetry([&] { return FetchBlob(m.data); }, options_.max_backoff_s, stop,
                                 summary.retries)
                     : common::Result<common::Bytes>(model.error());
@@ -223,8 +224,8 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   // a second result.
   const common::SignedEnvelope signed_result =
       common::SignPayload(key_, common::kDomainResult, common::SerializeResultPayload(result));
-  auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s,
-                       stop, summary.retries);
+  auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s, stop,
+                       summary.retries);
   if (!ack) {
     spdlog::error("unit {}: result refused: {}", m.unit_id, ack.error().ToString());
     return Step::kRefused;
@@ -232,15 +233,15 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   if (m.kind == common::kUnitEval) {
     ++summary.eval_units;
     spdlog::info("unit {} done: eval loss {:.4f} accuracy {:.4f} on {} samples ({})", m.unit_id,
-                 result.metrics.loss, result.metrics.accuracy, result.metrics.samples,
-                 ack->status);
+                 result.metrics.loss, result.metrics.accuracy, result.metrics.samples, ack->status);
   } else {
     ++summary.finetune_units;
     const auto& u = *output->update;
-    spdlog::info("unit {} done: loss {:.4f} -> {:.4f}, update {} bytes ({} as fp32, {:.1f}x), {:.2f}s ({})",
-                 m.unit_id, result.metrics.first_loss, result.metrics.loss, u.bytes.size(),
-                 u.fp32_size, static_cast<double>(u.fp32_size) / std::max<std::size_t>(1, u.bytes.size()),
-                 result.wall_seconds, ack->status);
+    spdlog::info(
+        "unit {} done: loss {:.4f} -> {:.4f}, update {} bytes ({} as fp32, {:.1f}x), {:.2f}s ({})",
+        m.unit_id, result.metrics.first_loss, result.metrics.loss, u.bytes.size(), u.fp32_size,
+        static_cast<double>(u.fp32_size) / std::max<std::size_t>(1, u.bytes.size()),
+        result.wall_seconds, ack->status);
   }
   return Step::kDone;
 }

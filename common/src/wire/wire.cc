@@ -674,24 +674,27 @@ std::string SerializeCatalog(const Catalog& c) {
 }
 
 Result<Catalog> ParseCatalog(std::string_view json) {
-  return ParseMessage(json, kMaxJobStatusJson, "catalog", true, [](ObjectReader& r) -> Result<Catalog> {
-    Catalog c;
-    UBCP_ASSIGN_OR_RETURN(const boost::json::array* models, r.Array("models", kMaxCatalogModels));
-    for (std::size_t i = 0; i < models->size(); ++i) {
-      UBCP_ASSIGN_OR_RETURN(ObjectReader m, json::ObjectValue((*models)[i], r.path() + ".models[" +
-                                                                                 std::to_string(i) + "]"));
-      CatalogModel model;
-      UBCP_ASSIGN_OR_RETURN(model.name, m.String("name", kMaxStringField));
-      UBCP_ASSIGN_OR_RETURN(model.model_spec, m.String("model_spec", kMaxStringField));
-      UBCP_ASSIGN_OR_RETURN(model.blob, ReadContentId(m, "blob", false));
-      UBCP_ASSIGN_OR_RETURN(model.source_job, m.Int64("source_job", 0, kMaxInt64));
-      UBCP_ASSIGN_OR_RETURN(model.description, m.String("description", kMaxStringField * 4));
-      UBCP_ASSIGN_OR_RETURN(model.created_at, m.Int64("created_at", 0, kMaxInt64));
-      UBCP_RETURN_IF_ERROR(m.Finish());
-      c.models.push_back(std::move(model));
-    }
-    return c;
-  });
+  return ParseMessage(
+      json, kMaxJobStatusJson, "catalog", true, [](ObjectReader& r) -> Result<Catalog> {
+        Catalog c;
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* models,
+                              r.Array("models", kMaxCatalogModels));
+        for (std::size_t i = 0; i < models->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader m,
+              json::ObjectValue((*models)[i], r.path() + ".models[" + std::to_string(i) + "]"));
+          CatalogModel model;
+          UBCP_ASSIGN_OR_RETURN(model.name, m.String("name", kMaxStringField));
+          UBCP_ASSIGN_OR_RETURN(model.model_spec, m.String("model_spec", kMaxStringField));
+          UBCP_ASSIGN_OR_RETURN(model.blob, ReadContentId(m, "blob", false));
+          UBCP_ASSIGN_OR_RETURN(model.source_job, m.Int64("source_job", 0, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(model.description, m.String("description", kMaxStringField * 4));
+          UBCP_ASSIGN_OR_RETURN(model.created_at, m.Int64("created_at", 0, kMaxInt64));
+          UBCP_RETURN_IF_ERROR(m.Finish());
+          c.models.push_back(std::move(model));
+        }
+        return c;
+      });
 }
 
 // ---- errors ----

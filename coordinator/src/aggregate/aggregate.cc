@@ -56,8 +56,8 @@ common::Result<AggregateOutput> Aggregate(const TensorList& global, const Tensor
       const double prev_v = has_v ? (*momentum)[t].f32[i] : 0.0;
       const double new_v = optimizer.momentum * prev_v + g;
       v[i] = static_cast<float>(new_v);
-      next[i] = static_cast<float>(global[t].f32[i] -
-                                   optimizer.lr * (g + optimizer.momentum * new_v));
+      next[i] =
+          static_cast<float>(global[t].f32[i] - optimizer.lr * (g + optimizer.momentum * new_v));
     }
   }
   for (const auto& t : out.next_global) {

@@ -20,14 +20,19 @@ int HttpStatusFor(Errc code) {
     case Errc::kUnsupportedVersion:
     case Errc::kHashMismatch:
       return 400;
-    case Errc::kUnauthorized: return 401;
+    case Errc::kUnauthorized:
+      return 401;
     case Errc::kBadSignature:
     case Errc::kForbidden:
       return 403;
-    case Errc::kNotFound: return 404;
-    case Errc::kConflict: return 409;
-    case Errc::kTooLarge: return 413;
-    case Errc::kUnavailable: return 503;
+    case Errc::kNotFound:
+      return 404;
+    case Errc::kConflict:
+      return 409;
+    case Errc::kTooLarge:
+      return 413;
+    case Errc::kUnavailable:
+      return 503;
     case Errc::kIo:
     case Errc::kNetwork:
     case Errc::kInternal:
@@ -129,10 +134,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   }
   if (m == "GET" && n == 1 && parts[0] == "info") {
     const auto& key = coordinator_.signing_key();
-    return Json(200, boost::json::serialize(boost::json::object{
-                         {"protocol", common::kProtocolVersion},
-                         {"signing_key", key.Hex()},
-                         {"fingerprint", common::Fingerprint(key)}}));
+    return Json(200, boost::json::serialize(
+                         boost::json::object{{"protocol", common::kProtocolVersion},
+                                             {"signing_key", key.Hex()},
+                                             {"fingerprint", common::Fingerprint(key)}}));
   }
   if (m == "POST" && n == 1 && parts[0] == "hosts") {
     auto r = coordinator_.RegisterHost(req.body);
@@ -141,8 +146,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   }
 
   // ---- donor routes: host token ----
-  const bool host_route = (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||
-                          (m == "PUT" && n == 2 && parts[0] == "blobs");
+  const bool host_route =
+      (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||
+      (m == "PUT" && n == 2 && parts[0] == "blobs");
   if (host_route) {
     auto host = coordinator_.AuthenticateHost(token);
     if (!host) return ErrorResponse(host.error());
@@ -177,8 +183,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // ---- recipient routes: account token ----
   auto account = coordinator_.AuthenticateAccount(token);
-  const bool account_route = (n == 1 && (parts[0] == "jobs" || parts[0] == "catalog")) ||
-                             (n >= 2 && parts[0] == "jobs");
+  const bool account_route =
+      (n == 1 && (parts[0] == "jobs" || parts[0] == "catalog")) || (n >= 2 && parts[0] == "jobs");
   if (!account_route) return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
   if (!account) return ErrorResponse(account.error());
 

@@ -46,11 +46,21 @@ std::string JsonEscape(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           static constexpr char kHex[] = "0123456789abcdef";
@@ -228,8 +238,7 @@ class Session : public std::enable_shared_from_this<Session> {
       limit = state_->body_limit(request.method_string(), request.target());
     } catch (const std::exception& e) {
       spdlog::error("https: body limit function threw for {} {}: {}",
-                    std::string_view(request.method_string()), ForLog(request.target()),
-                    e.what());
+                    std::string_view(request.method_string()), ForLog(request.target()), e.what());
       return SendError(http::status::internal_server_error, "internal", "internal error");
     }
     auto content_length = parser_->content_length();
@@ -313,8 +322,8 @@ class Session : public std::enable_shared_from_this<Session> {
       answer = InternalError();
     }
     if (answer.status >= 500) {
-      spdlog::warn("https: {} {} {} from {}", answer.status, request.method,
-                   ForLog(request.target), remote_);
+      spdlog::warn("https: {} {} {} from {}", answer.status, request.method, ForLog(request.target),
+                   remote_);
     }
 
     const bool keep_alive = client_keep_alive && !Stopping() &&
@@ -409,9 +418,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void DoShutdown() {
     phase_ = Phase::kClosing;
-    auto grace = Stopping() ? std::min<std::chrono::steady_clock::duration>(IoTimeout(),
-                                                                           kStopShutdownGrace)
-                            : IoTimeout();
+    auto grace =
+        Stopping() ? std::min<std::chrono::steady_clock::duration>(IoTimeout(), kStopShutdownGrace)
+                   : IoTimeout();
     beast::get_lowest_layer(stream_).expires_after(grace);
     stream_.async_shutdown([self = shared_from_this()](error_code) {
       beast::get_lowest_layer(self->stream_).close();
@@ -451,9 +460,11 @@ class HttpsServerImpl final : public HttpsServer {
 
   common::Status Listen(const tcp::endpoint& endpoint) {
     error_code ec;
-    const std::string where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+    const std::string where =
+        endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
     acceptor_.open(endpoint.protocol(), ec);
-    if (ec) return common::MakeError(common::Errc::kIo, "open socket for " + where + ": " + ec.message());
+    if (ec)
+      return common::MakeError(common::Errc::kIo, "open socket for " + where + ": " + ec.message());
     acceptor_.set_option(net::socket_base::reuse_address(true), ec);
     if (ec) return common::MakeError(common::Errc::kIo, "set SO_REUSEADDR: " + ec.message());
     acceptor_.bind(endpoint, ec);
@@ -571,8 +582,8 @@ common::Result<ssl::context> MakeTlsContext(const ServerOptions& options) {
     return common::MakeError(common::Errc::kInternal, "cannot set TLS protocol versions");
   }
   // Client-initiated renegotiation is a DoS vector and useless here; compression enables CRIME.
-  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   // Only forward-secret AEAD suites for TLS 1.2 (TLS 1.3 suites are all of that kind).
   if (SSL_CTX_set_cipher_list(native, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
     return common::MakeError(common::Errc::kInternal, "cannot set TLS 1.2 cipher list");
@@ -581,15 +592,15 @@ common::Result<ssl::context> MakeTlsContext(const ServerOptions& options) {
   error_code ec;
   tls.use_certificate_chain_file(options.cert_file.string(), ec);
   if (ec) {
-    return common::MakeError(common::Errc::kIo, "cannot load certificate " +
-                                                    options.cert_file.string() + ": " +
-                                                    OpenSslError(ec));
+    return common::MakeError(
+        common::Errc::kIo,
+        "cannot load certificate " + options.cert_file.string() + ": " + OpenSslError(ec));
   }
   tls.use_private_key_file(options.key_file.string(), ssl::context::pem, ec);
   if (ec) {
-    return common::MakeError(common::Errc::kIo, "cannot load private key " +
-                                                    options.key_file.string() + ": " +
-                                                    OpenSslError(ec));
+    return common::MakeError(
+        common::Errc::kIo,
+        "cannot load private key " + options.key_file.string() + ": " + OpenSslError(ec));
   }
   if (SSL_CTX_check_private_key(native) != 1) {
     return common::MakeError(common::Errc::kInvalidArgument,
@@ -605,8 +616,8 @@ common::Result<tcp::endpoint> ResolveListenEndpoint(const ServerOptions& options
   if (!ec) return tcp::endpoint(address, options.port);
   net::io_context ioc;
   tcp::resolver resolver(ioc);
-  auto results = resolver.resolve(options.address, std::to_string(options.port),
-                                  tcp::resolver::passive, ec);
+  auto results =
+      resolver.resolve(options.address, std::to_string(options.port), tcp::resolver::passive, ec);
   if (ec || results.empty()) {
     return common::MakeError(common::Errc::kInvalidArgument,
                              "cannot resolve listen address '" + options.address +
@@ -651,8 +662,8 @@ common::Result<std::unique_ptr<HttpsServer>> HttpsServer::Create(const ServerOpt
   try {
     return CreateServer(options, std::move(handler), std::move(body_limit));
   } catch (const std::exception& e) {
-    return common::MakeError(common::Errc::kIo, std::string("cannot start HTTPS server: ") +
-                                                    e.what());
+    return common::MakeError(common::Errc::kIo,
+                             std::string("cannot start HTTPS server: ") + e.what());
   }
 }
 

@@ -59,8 +59,8 @@ bool IsDnsName(std::string_view name) {
     return false;
   }
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.';
   });
 }
 
@@ -109,7 +109,8 @@ common::Status SetRandomSerial(X509* cert) {
   return {};
 }
 
-common::Result<X509Ptr> MakeCertificate(EVP_PKEY* key, const std::vector<std::string>& extra_names) {
+common::Result<X509Ptr> MakeCertificate(EVP_PKEY* key,
+                                        const std::vector<std::string>& extra_names) {
   X509Ptr cert(X509_new());
   if (!cert) return OpenSslFailure("X509_new");
   if (X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpenSslFailure("X509_set_version");
@@ -122,8 +123,8 @@ common::Result<X509Ptr> MakeCertificate(EVP_PKEY* key, const std::vector<std::st
   if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
                                  reinterpret_cast<const unsigned char*>("UBCP"), -1, -1, 0) != 1 ||
       X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                 reinterpret_cast<const unsigned char*>("ubcp coordinator"), -1,
-                                 -1, 0) != 1 ||
+                                 reinterpret_cast<const unsigned char*>("ubcp coordinator"), -1, -1,
+                                 0) != 1 ||
       X509_set_issuer_name(cert.get(), name) != 1) {
     return OpenSslFailure("subject name");
   }
@@ -131,7 +132,8 @@ common::Result<X509Ptr> MakeCertificate(EVP_PKEY* key, const std::vector<std::st
 
   // CA:TRUE lets a client name this very certificate as its trust anchor (--ca-file); pathlen:0
   // keeps it from vouching for anything it did not sign itself.
-  UBCP_RETURN_IF_ERROR(AddExtension(cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  UBCP_RETURN_IF_ERROR(
+      AddExtension(cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
   UBCP_RETURN_IF_ERROR(
       AddExtension(cert.get(), NID_key_usage, "critical,digitalSignature,keyCertSign"));
   UBCP_RETURN_IF_ERROR(AddExtension(cert.get(), NID_ext_key_usage, "serverAuth"));
@@ -144,7 +146,8 @@ common::Result<X509Ptr> MakeCertificate(EVP_PKEY* key, const std::vector<std::st
     if (std::find(all.begin(), all.end(), extra) == all.end()) all.push_back(extra);
   }
   for (const auto& entry : all) UBCP_RETURN_IF_ERROR(AddName(names.get(), entry));
-  if (X509_add1_ext_i2d(cert.get(), NID_subject_alt_name, names.get(), 0, X509V3_ADD_DEFAULT) != 1) {
+  if (X509_add1_ext_i2d(cert.get(), NID_subject_alt_name, names.get(), 0, X509V3_ADD_DEFAULT) !=
+      1) {
     return OpenSslFailure("subjectAltName");
   }
 
@@ -177,7 +180,8 @@ common::Status WriteFileAtomically(const std::filesystem::path& path, std::strin
   auto dir = path.parent_path();
   if (!dir.empty()) {
     std::filesystem::create_directories(dir, ec);
-    if (ec) return common::MakeError(common::Errc::kIo, "create " + dir.string() + ": " + ec.message());
+    if (ec)
+      return common::MakeError(common::Errc::kIo, "create " + dir.string() + ": " + ec.message());
   }
   unsigned char suffix[8];
   if (RAND_bytes(suffix, sizeof(suffix)) != 1) return OpenSslFailure("RAND_bytes");
@@ -227,9 +231,11 @@ common::Status Generate(const std::filesystem::path& cert_file,
                         const std::vector<std::string>& extra_names) {
   std::error_code ec;
   const bool cert_exists = std::filesystem::exists(cert_file, ec);
-  if (ec) return common::MakeError(common::Errc::kIo, "stat " + cert_file.string() + ": " + ec.message());
+  if (ec)
+    return common::MakeError(common::Errc::kIo, "stat " + cert_file.string() + ": " + ec.message());
   const bool key_exists = std::filesystem::exists(key_file, ec);
-  if (ec) return common::MakeError(common::Errc::kIo, "stat " + key_file.string() + ": " + ec.message());
+  if (ec)
+    return common::MakeError(common::Errc::kIo, "stat " + key_file.string() + ": " + ec.message());
   if (cert_exists && key_exists) return {};
   if (cert_exists != key_exists) {
     // Never overwrite a lone key or certificate: it may be one the operator put there.

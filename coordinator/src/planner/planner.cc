@@ -42,8 +42,8 @@ std::vector<UnitPlan> Planner::PlanRound(const common::JobSpec& spec, int round)
     }
   }
   for (int i = 0; i < spec.eval_units; ++i) {
-    units.push_back(
-        {std::string(common::kUnitEval), i, UnitSeed(spec.params.seed, round, common::kUnitEval, i)});
+    units.push_back({std::string(common::kUnitEval), i,
+                     UnitSeed(spec.params.seed, round, common::kUnitEval, i)});
   }
   return units;
 }
@@ -61,7 +61,8 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   ResolvedModel model;
   if (spec.model.starts_with("catalog:")) {
     auto entry = store_.GetCatalogModel(spec.model.substr(8));
-    if (!entry) return MakeError(Errc::kNotFound, "no catalog model '" + spec.model.substr(8) + "'");
+    if (!entry)
+      return MakeError(Errc::kNotFound, "no catalog model '" + spec.model.substr(8) + "'");
     UBCP_ASSIGN_OR_RETURN(model.spec, common::ParseModelSpec(entry->model_spec));
     model.blob_id = entry->blob_id;
   } else if (spec.model.starts_with("zoo:")) {
@@ -87,10 +88,12 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
     train_rows = std::move(split.train);
     test_rows = std::move(split.test);
   }
-  if (spec.max_train_samples > 0 && static_cast<std::int64_t>(train_rows.size()) > spec.max_train_samples) {
+  if (spec.max_train_samples > 0 &&
+      static_cast<std::int64_t>(train_rows.size()) > spec.max_train_samples) {
     train_rows.resize(static_cast<std::size_t>(spec.max_train_samples));
   }
-  if (spec.max_test_samples > 0 && static_cast<std::int64_t>(test_rows.size()) > spec.max_test_samples) {
+  if (spec.max_test_samples > 0 &&
+      static_cast<std::int64_t>(test_rows.size()) > spec.max_test_samples) {
     test_rows.resize(static_cast<std::size_t>(spec.max_test_samples));
   }
   if (static_cast<std::int64_t>(train_rows.size()) < spec.units_per_round ||
@@ -116,32 +119,35 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   auto check_fits = [&](const common::TensorList& shard) -> common::Status {
     if (auto fits = common::CheckDataShard(model.spec, shard); !fits) {
       return MakeError(Errc::kInvalidArgument, "data set '" + spec.dataset +
-                                                   "' does not fit model " + job.model_spec +
-                                                   ": " + fits.error().message);
+                                                   "' does not fit model " + job.model_spec + ": " +
+                                                   fits.error().message);
     }
     return {};
   };
   for (std::size_t i = 0; i < train_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(data.x, data.y, train_parts[i]);
     UBCP_RETURN_IF_ERROR(check_fits(shard));
-    UBCP_ASSIGN_OR_RETURN(BlobRecord blob, PutTensorBlob(blobs_, store_, shard,
-                                                         common::FloatEncoding::kFp32, "data", now));
+    UBCP_ASSIGN_OR_RETURN(
+        BlobRecord blob,
+        PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
     job.shards.push_back({ShardKind::kTrain, static_cast<int>(i), blob.id,
                           static_cast<std::int64_t>(train_parts[i].size())});
   }
   for (std::size_t i = 0; i < test_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(test_x, test_y, test_parts[i]);
     UBCP_RETURN_IF_ERROR(check_fits(shard));
-    UBCP_ASSIGN_OR_RETURN(BlobRecord blob, PutTensorBlob(blobs_, store_, shard,
-                                                         common::FloatEncoding::kFp32, "data", now));
+    UBCP_ASSIGN_OR_RETURN(
+        BlobRecord blob,
+        PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
     job.shards.push_back({ShardKind::kTest, static_cast<int>(i), blob.id,
                           static_cast<std::int64_t>(test_parts[i].size())});
   }
 
   if (model.blob_id.empty()) {
     common::TensorList weights = common::InitModel(model.spec, spec.params.seed);
-    UBCP_ASSIGN_OR_RETURN(BlobRecord blob, PutTensorBlob(blobs_, store_, weights,
-                                                         common::FloatEncoding::kFp32, "model", now));
+    UBCP_ASSIGN_OR_RETURN(
+        BlobRecord blob,
+        PutTensorBlob(blobs_, store_, weights, common::FloatEncoding::kFp32, "model", now));
     job.initial_model = blob.id;
   } else {
     job.initial_model = model.blob_id;

@@ -276,9 +276,9 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const std::filesystem::path& pa
     return MakeError(Errc::kIo, "sqlite store " + path.string() + ": " + e.message);
   };
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE, nullptr);
   sqlite::Db db(raw);  // closes the handle on every path, including a failed open
   if (rc != SQLITE_OK) return io_error(sqlite::ErrorFrom(raw, rc, "open"));
   sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
@@ -311,9 +311,9 @@ Status SqliteStore::Migrate(sqlite3* db) {
     // Re-read the version inside each write transaction: another process may have migrated.
     UBCP_RETURN_IF_ERROR(sqlite::Exec(db, "BEGIN IMMEDIATE"));
     Status applied = [&]() -> Status {
-      UBCP_ASSIGN_OR_RETURN(auto current,
-                            Statement::Prepare(db, "SELECT COALESCE(MAX(version), 0) "
-                                                   "FROM schema_version"));
+      UBCP_ASSIGN_OR_RETURN(auto current, Statement::Prepare(db,
+                                                             "SELECT COALESCE(MAX(version), 0) "
+                                                             "FROM schema_version"));
       UBCP_ASSIGN_OR_RETURN(bool row, current->Step());
       if (!row) return MakeError(Errc::kInternal, "schema_version query returned no row");
       std::int64_t version = current->Int64(0);
@@ -325,8 +325,9 @@ Status SqliteStore::Migrate(sqlite3* db) {
       if (version >= migration.version) return {};
       UBCP_RETURN_IF_ERROR(sqlite::Exec(db, migration.sql));
       UBCP_ASSIGN_OR_RETURN(auto insert,
-                            Statement::Prepare(db, "INSERT INTO schema_version "
-                                                   "(version, applied_at) VALUES (?1, ?2)"));
+                            Statement::Prepare(db,
+                                               "INSERT INTO schema_version "
+                                               "(version, applied_at) VALUES (?1, ?2)"));
       UBCP_RETURN_IF_ERROR(
           insert->BindAll(migration.version, static_cast<std::int64_t>(std::time(nullptr))));
       return insert->Run();
@@ -362,8 +363,7 @@ Result<JobRecord> SqliteStore::LoadJob(std::int64_t job_id) {
 }
 
 Result<BlobRecord> SqliteStore::LoadBlob(const std::string& id, Errc missing) {
-  UBCP_ASSIGN_OR_RETURN(auto stmt,
-                        Sql("SELECT id, size, raw_size, kind FROM blobs WHERE id = ?1"));
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, size, raw_size, kind FROM blobs WHERE id = ?1"));
   UBCP_RETURN_IF_ERROR(stmt->BindAll(id));
   UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
   if (!row) return MakeError(missing, "blob " + id + " is not in the index");
@@ -390,8 +390,8 @@ Status SqliteStore::InsertCatalog(const CatalogEntry& entry) {
   UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO catalog (name, model_spec, blob_id, "
                                        "source_job, description, created_at) "
                                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
-  UBCP_RETURN_IF_ERROR(stmt->BindAll(entry.name, entry.model_spec, entry.blob_id,
-                                     entry.source_job, entry.description, entry.created_at));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(entry.name, entry.model_spec, entry.blob_id, entry.source_job,
+                                     entry.description, entry.created_at));
   return stmt->Run();
 }
 
@@ -589,12 +589,12 @@ Result<std::int64_t> SqliteStore::CreateJob(const NewJob& job) {
   return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
     std::int64_t job_id = 0;
     {
-      UBCP_ASSIGN_OR_RETURN(auto stmt,
-                            Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
-                                "state, rounds, current_round, lease_seconds, created_at, "
-                                "updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, 0, ?6, ?7, ?7)"));
-      UBCP_RETURN_IF_ERROR(stmt->BindAll(job.account_id, job.name, job.spec_json,
-                                         job.model_spec, job.rounds, job.lease_seconds, job.now));
+      UBCP_ASSIGN_OR_RETURN(
+          auto stmt, Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
+                         "state, rounds, current_round, lease_seconds, created_at, "
+                         "updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, 0, ?6, ?7, ?7)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job.account_id, job.name, job.spec_json, job.model_spec,
+                                         job.rounds, job.lease_seconds, job.now));
       UBCP_RETURN_IF_ERROR(stmt->Run());
       job_id = LastRowId();
     }
@@ -681,8 +681,8 @@ Result<RoundRecord> SqliteStore::GetRound(std::int64_t job_id, int round) {
     UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round));
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
     if (!row) {
-      return MakeError(Errc::kNotFound, "no round " + std::to_string(round) + " of job " +
-                                            std::to_string(job_id));
+      return MakeError(Errc::kNotFound,
+                       "no round " + std::to_string(round) + " of job " + std::to_string(job_id));
     }
     RoundRecord r;
     r.job_id = job_id;
@@ -821,8 +821,8 @@ LIMIT 1)sql"));
           context.unit.kind == common::kUnitEval ? ShardKind::kTest : ShardKind::kTrain;
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT blob_id FROM job_shards WHERE job_id = ?1 "
                                            "AND kind = ?2 AND shard_index = ?3"));
-      UBCP_RETURN_IF_ERROR(stmt->BindAll(context.unit.job_id, ShardKindName(shard_kind),
-                                         context.unit.shard_index));
+      UBCP_RETURN_IF_ERROR(
+          stmt->BindAll(context.unit.job_id, ShardKindName(shard_kind), context.unit.shard_index));
       UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
       if (!row) {
         return MakeError(Errc::kInternal,
@@ -835,8 +835,7 @@ LIMIT 1)sql"));
 
     UBCP_ASSIGN_OR_RETURN(std::string manifest_hash, sign(context));
     {
-      UBCP_ASSIGN_OR_RETURN(auto stmt,
-                            Sql("UPDATE units SET manifest_hash = ?2 WHERE id = ?1"));
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET manifest_hash = ?2 WHERE id = ?1"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id, manifest_hash));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
@@ -862,8 +861,7 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
   return Transact(TxKind::kWrite, [&]() -> Result<RecordOutcome> {
     UBCP_ASSIGN_OR_RETURN(UnitRecord unit, LoadUnit(result.unit_id));
     {
-      UBCP_ASSIGN_OR_RETURN(auto stmt,
-                            Sql("SELECT envelope_hash FROM results WHERE unit_id = ?1"));
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT envelope_hash FROM results WHERE unit_id = ?1"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(result.unit_id));
       UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
       if (row) {
@@ -885,11 +883,11 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
                                 "?14, ?15)"));
       // job, round and kind come from the unit, never from the submitted record.
-      UBCP_RETURN_IF_ERROR(stmt->BindAll(
-          unit.id, unit.job_id, unit.round, unit.kind, result.host_id, result.attempt,
-          result.envelope_hash, result.envelope_json, result.update_blob, result.loss,
-          result.accuracy, result.first_loss, result.samples, result.wall_seconds,
-          result.received_at));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id, unit.job_id, unit.round, unit.kind,
+                                         result.host_id, result.attempt, result.envelope_hash,
+                                         result.envelope_json, result.update_blob, result.loss,
+                                         result.accuracy, result.first_loss, result.samples,
+                                         result.wall_seconds, result.received_at));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
     UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET state = 'done' WHERE id = ?1"));
@@ -954,8 +952,7 @@ Result<bool> SqliteStore::AdvanceRound(const RoundAdvance& advance) {
 
 // kNotFound for an unknown job; false (nothing changed) for one that is not running.
 Result<bool> SqliteStore::FinishJob(std::int64_t job_id, const std::string& final_model,
-                                    const std::optional<CatalogEntry>& publish,
-                                    std::int64_t now) {
+                                    const std::optional<CatalogEntry>& publish, std::int64_t now) {
   return Transact(TxKind::kWrite, [&]() -> Result<bool> {
     UBCP_RETURN_IF_ERROR(RequireJob(job_id));
     {

@@ -9,17 +9,17 @@
 namespace ubcp::client {
 
 struct ModelThroughput {
-  std::string model;           // spec string
-  double samples_per_s = 0;    // training samples per second (forward+backward+step)
+  std::string model;         // spec string
+  double samples_per_s = 0;  // training samples per second (forward+backward+step)
 };
 
 struct BenchmarkReport {
-  double matmul_gflops = 0;          // fp32 CPU matmul
+  double matmul_gflops = 0;  // fp32 CPU matmul
   std::vector<ModelThroughput> train;
-  int cpu_threads = 0;               // torch intra-op threads used
+  int cpu_threads = 0;  // torch intra-op threads used
   int cuda_devices = 0;
   std::vector<std::string> cuda_names;
-  double cuda_matmul_gflops = 0;     // 0 without CUDA
+  double cuda_matmul_gflops = 0;  // 0 without CUDA
   std::string torch_version;
 };
 

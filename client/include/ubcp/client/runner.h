@@ -38,8 +38,8 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
                                               const std::function<BenchmarkReport()>& bench);
 
 struct RunnerOptions {
-  int max_units = 0;     // stop after this many completed units; 0 = run until stopped
-  int threads = 1;       // torch intra-op threads for execution
+  int max_units = 0;               // stop after this many completed units; 0 = run until stopped
+  int threads = 1;                 // torch intra-op threads for execution
   std::vector<std::string> kinds;  // empty = all kinds
   double idle_poll_s = 1.0;        // wait when there is no work
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never

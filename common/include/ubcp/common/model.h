@@ -23,7 +23,7 @@ namespace ubcp::common {
 struct ModelSpec {
   enum class Arch { kMlp, kCnn28 };
   Arch arch = Arch::kMlp;
-  int input = 0;    // mlp: input features (data x is [N, input] or [N,1,28,28] flattened)
+  int input = 0;  // mlp: input features (data x is [N, input] or [N,1,28,28] flattened)
   int c1 = 0, c2 = 0;
   int hidden = 0;
   int classes = 0;
@@ -58,9 +58,9 @@ struct TrainParams {
 };
 
 struct TrainOutcome {
-  TensorList delta;  // trained - initial, same layout as the weights
-  double first_loss = 0;  // mean loss of the first step's batch
-  double last_loss = 0;   // mean loss of the last step's batch
+  TensorList delta;          // trained - initial, same layout as the weights
+  double first_loss = 0;     // mean loss of the first step's batch
+  double last_loss = 0;      // mean loss of the last step's batch
   std::int64_t samples = 0;  // samples processed (steps x batch)
 };
 // Runs local_steps optimizer steps from `weights` on `data`. Errors: kMalformed when weights or
@@ -69,8 +69,8 @@ Result<TrainOutcome> TrainShard(const ModelSpec& spec, const TensorList& weights
                                 const TensorList& data, const TrainParams& params);
 
 struct EvalOutcome {
-  double loss = 0;       // mean cross-entropy
-  double accuracy = 0;   // fraction correct
+  double loss = 0;      // mean cross-entropy
+  double accuracy = 0;  // fraction correct
   std::int64_t samples = 0;
 };
 Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,

@@ -4,7 +4,6 @@
 // an Error with a category code and a human-readable message. Exceptions are reserved for bugs.
 
 #include <boost/system/result.hpp>
-
 #include <string>
 #include <string_view>
 
@@ -51,14 +50,15 @@ inline Status Ok() { return {}; }
 }  // namespace ubcp::common
 
 // Propagates an error from an expression yielding Result<T>/Status; evaluates to nothing.
-#define UBCP_RETURN_IF_ERROR(expr)                          \
-  do {                                                      \
-    auto&& ubcp_status_ = (expr);                           \
+#define UBCP_RETURN_IF_ERROR(expr)                             \
+  do {                                                         \
+    auto&& ubcp_status_ = (expr);                              \
     if (!ubcp_status_) return std::move(ubcp_status_).error(); \
   } while (0)
 
 // Assigns the value of a Result<T> expression to `lhs`, or returns its error.
-#define UBCP_ASSIGN_OR_RETURN(lhs, expr) UBCP_ASSIGN_OR_RETURN_IMPL_(UBCP_CONCAT_(ubcp_r_, __LINE__), lhs, expr)
+#define UBCP_ASSIGN_OR_RETURN(lhs, expr) \
+  UBCP_ASSIGN_OR_RETURN_IMPL_(UBCP_CONCAT_(ubcp_r_, __LINE__), lhs, expr)
 #define UBCP_CONCAT_INNER_(a, b) a##b
 #define UBCP_CONCAT_(a, b) UBCP_CONCAT_INNER_(a, b)
 #define UBCP_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

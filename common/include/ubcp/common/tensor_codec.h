@@ -58,9 +58,9 @@ Result<TensorList> DecodeTensors(ByteSpan encoded, const TensorLimits& limits = 
 
 // Blob form: zstd(EncodeTensors(...)).
 struct EncodedBlob {
-  Bytes bytes;                 // the zstd frame: what is stored, hashed and sent
-  std::size_t raw_size = 0;    // size of the uncompressed encoding
-  std::size_t fp32_size = 0;   // what plain fp32 without compression would take
+  Bytes bytes;                // the zstd frame: what is stored, hashed and sent
+  std::size_t raw_size = 0;   // size of the uncompressed encoding
+  std::size_t fp32_size = 0;  // what plain fp32 without compression would take
 };
 EncodedBlob EncodeTensorBlob(const TensorList& tensors, FloatEncoding encoding);
 // Decompresses (refusing more than max_raw bytes) then decodes.

@@ -30,8 +30,8 @@ inline constexpr std::size_t kMaxStringField = 256;
 
 // ---- signed envelope ----
 struct SignedEnvelope {
-  std::string payload;  // JSON text, signed as-is
-  std::string signer;   // hex Ed25519 public key
+  std::string payload;    // JSON text, signed as-is
+  std::string signer;     // hex Ed25519 public key
   std::string signature;  // hex
 };
 std::string SerializeEnvelope(const SignedEnvelope& env);
@@ -46,8 +46,8 @@ std::string PayloadHash(const SignedEnvelope& env);
 
 // ---- blobs ----
 struct BlobRef {
-  std::string id;          // content id: BLAKE2b-256 hex of the stored (compressed) bytes
-  std::uint64_t size = 0;  // stored bytes
+  std::string id;              // content id: BLAKE2b-256 hex of the stored (compressed) bytes
+  std::uint64_t size = 0;      // stored bytes
   std::uint64_t raw_size = 0;  // bytes after decompression: the cap used when decompressing
 };
 
@@ -61,7 +61,7 @@ struct HostBenchmark {
   std::vector<ModelThroughputMsg> train;  // at most 8
   int cpu_threads = 0;
   int cuda_devices = 0;
-  std::vector<std::string> cuda_names;    // at most 16
+  std::vector<std::string> cuda_names;  // at most 16
   double cuda_matmul_gflops = 0;
   std::string torch_version;
 };
@@ -74,8 +74,8 @@ struct HostCapabilities {
 // Signed by the host key (domain "register") as proof of possession; issued_at must be recent.
 struct HostRegistration {
   int protocol = kProtocolVersion;
-  std::string public_key;  // hex; must equal the envelope signer
-  std::string name;        // donor-chosen label, may be empty
+  std::string public_key;      // hex; must equal the envelope signer
+  std::string name;            // donor-chosen label, may be empty
   std::int64_t issued_at = 0;  // unix seconds
   HostBenchmark benchmark;
   HostCapabilities capabilities;
@@ -94,7 +94,8 @@ Result<HostRegistered> ParseHostRegistered(std::string_view json);
 // ---- work: POST /v1/work ----
 struct WorkRequest {
   int protocol = kProtocolVersion;
-  std::vector<std::string> kinds;  // unit kinds the host accepts, e.g. {"finetune_shard","eval_batch"}
+  std::vector<std::string>
+      kinds;  // unit kinds the host accepts, e.g. {"finetune_shard","eval_batch"}
 };
 std::string SerializeWorkRequest(const WorkRequest& r);
 Result<WorkRequest> ParseWorkRequest(std::string_view json);
@@ -118,13 +119,13 @@ struct Manifest {
   std::int64_t unit_id = 0;
   std::int64_t job_id = 0;
   int round = 0;
-  int attempt = 0;        // increases each time the unit is issued again
+  int attempt = 0;           // increases each time the unit is issued again
   std::int64_t host_id = 0;  // the only host this manifest is for
-  std::string kind;       // kUnitFinetune | kUnitEval
+  std::string kind;          // kUnitFinetune | kUnitEval
   std::string model_spec;
   BlobRef model;
   BlobRef data;
-  UnitParams params;      // finetune only (zeros for eval)
+  UnitParams params;            // finetune only (zeros for eval)
   std::string update_encoding;  // "fp32" | "int8" (finetune)
   std::int64_t issued_at = 0;
   std::int64_t deadline = 0;
@@ -165,21 +166,21 @@ Result<ResultAck> ParseResultAck(std::string_view json);
 struct JobSpec {
   int protocol = kProtocolVersion;
   std::string name;
-  std::string model;         // "catalog:<name>" or "zoo:<spec>"
-  std::string dataset;       // a KnownDatasets() name
-  int rounds = 1;            // 1..1000
-  int units_per_round = 2;   // 1..1024 (disjoint shards)
-  int eval_units = 1;        // 1..64 held-out batches per evaluated model
-  UnitParams params;         // seed = job seed
-  std::string aggregator;    // "fedavg" | "diloco"
+  std::string model;        // "catalog:<name>" or "zoo:<spec>"
+  std::string dataset;      // a KnownDatasets() name
+  int rounds = 1;           // 1..1000
+  int units_per_round = 2;  // 1..1024 (disjoint shards)
+  int eval_units = 1;       // 1..64 held-out batches per evaluated model
+  UnitParams params;        // seed = job seed
+  std::string aggregator;   // "fedavg" | "diloco"
   double outer_lr = 1.0;
   double outer_momentum = 0.0;  // diloco Nesterov momentum
   std::string update_encoding;  // "fp32" | "int8"
   double test_fraction = 0.2;   // held out, never trained on (ignored when the set has its own)
   std::int64_t max_train_samples = 0;  // 0 = all
   std::int64_t max_test_samples = 0;   // 0 = all
-  int deadline_s = 600;       // per unit lease
-  std::string publish_as;     // catalog name for the final model, may be empty
+  int deadline_s = 600;                // per unit lease
+  std::string publish_as;              // catalog name for the final model, may be empty
 };
 std::string SerializeJobSpec(const JobSpec& s);
 Result<JobSpec> ParseJobSpec(std::string_view json);
@@ -210,20 +211,20 @@ Result<Catalog> ParseCatalog(std::string_view json);
 
 struct RoundStatus {
   int round = 0;
-  std::string model_blob;   // the global model evaluated in this round
+  std::string model_blob;  // the global model evaluated in this round
   int units_done = 0;
   int units_total = 0;
   bool evaluated = false;
   double eval_loss = 0;
   double eval_accuracy = 0;
   std::int64_t eval_samples = 0;
-  double train_loss = 0;    // mean last loss of the round's finetune units
+  double train_loss = 0;  // mean last loss of the round's finetune units
 };
 struct JobStatus {
   int protocol = kProtocolVersion;
   std::int64_t job_id = 0;
   std::string name;
-  std::string state;        // "queued" | "running" | "done" | "failed"
+  std::string state;  // "queued" | "running" | "done" | "failed"
   std::string model_spec;
   int rounds = 0;
   int current_round = 0;

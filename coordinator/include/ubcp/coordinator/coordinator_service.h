@@ -32,7 +32,7 @@ std::int64_t SystemClockSeconds();
 
 struct CoordinatorConfig {
   common::DatasetPaths datasets;
-  std::int64_t registration_max_age_s = 600;  // how old a signed registration may be
+  std::int64_t registration_max_age_s = 600;     // how old a signed registration may be
   std::uint64_t max_update_bytes = 64ull << 20;  // an uploaded update blob (compressed)
   std::uint64_t max_blob_download = 256ull << 20;
 };
@@ -55,8 +55,7 @@ class Coordinator {
   common::Result<std::optional<common::SignedEnvelope>> RequestWork(
       const HostRecord& host, const common::WorkRequest& request);
   // Stores an update blob uploaded by a host; the bytes must hash to `id`.
-  common::Status UploadBlob(const HostRecord& host, const std::string& id,
-                            common::ByteSpan bytes);
+  common::Status UploadBlob(const HostRecord& host, const std::string& id, common::ByteSpan bytes);
   common::Result<common::Bytes> ReadBlob(const std::string& id);
   // Verifies and records a signed result; a retry of the same envelope is "duplicate" and
   // changes nothing. Completing a round's updates aggregates the next model.
@@ -66,8 +65,7 @@ class Coordinator {
   // ---- recipients ----
   common::Result<common::JobCreated> SubmitJob(const AccountRecord& account,
                                                std::string_view spec_json);
-  common::Result<common::JobStatus> GetJobStatus(const AccountRecord& account,
-                                                 std::int64_t job_id);
+  common::Result<common::JobStatus> GetJobStatus(const AccountRecord& account, std::int64_t job_id);
   // The final model's blob bytes and its spec string (only for the job's owner, once done).
   common::Result<std::pair<std::string, common::Bytes>> DownloadModel(const AccountRecord& account,
                                                                       std::int64_t job_id);

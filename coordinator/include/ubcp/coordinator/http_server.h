@@ -21,8 +21,8 @@
 namespace ubcp::coordinator {
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", "PUT", ...
-  std::string target;  // path and query as sent, e.g. "/v1/jobs/3"
+  std::string method;         // "GET", "POST", "PUT", ...
+  std::string target;         // path and query as sent, e.g. "/v1/jobs/3"
   std::string authorization;  // the Authorization header, verbatim ("" if none)
   std::string content_type;
   std::string body;
@@ -47,9 +47,9 @@ struct ServerOptions {
   std::string address = "127.0.0.1";
   std::uint16_t port = 0;  // 0: pick a free port (see HttpsServer::port)
   int threads = 2;
-  std::filesystem::path cert_file;  // PEM certificate chain
-  std::filesystem::path key_file;   // PEM private key
-  std::chrono::seconds io_timeout{30};   // per read/write
+  std::filesystem::path cert_file;      // PEM certificate chain
+  std::filesystem::path key_file;       // PEM private key
+  std::chrono::seconds io_timeout{30};  // per read/write
   std::size_t max_header_bytes = 8 * 1024;
   int max_requests_per_connection = 1000;
 };

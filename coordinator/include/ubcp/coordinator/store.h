@@ -82,9 +82,9 @@ struct JobRecord {
   std::string model_spec;  // resolved zoo spec string
   std::string state;       // "running" | "done" | "failed"
   int rounds = 0;
-  int current_round = 0;   // round whose model is being trained (== rounds: final eval)
+  int current_round = 0;  // round whose model is being trained (== rounds: final eval)
   std::int64_t lease_seconds = 600;
-  std::string final_model; // blob id once done
+  std::string final_model;  // blob id once done
   std::string error;
   std::int64_t created_at = 0;
   std::int64_t updated_at = 0;
@@ -93,9 +93,9 @@ struct JobRecord {
 struct RoundRecord {
   std::int64_t job_id = 0;
   int round = 0;
-  std::string model_blob;    // global model of this round
-  std::string momentum_blob; // outer-optimizer state after producing this model ("" if none)
-  bool aggregated = false;   // the round's updates have produced round + 1
+  std::string model_blob;     // global model of this round
+  std::string momentum_blob;  // outer-optimizer state after producing this model ("" if none)
+  bool aggregated = false;    // the round's updates have produced round + 1
 };
 
 enum class UnitState { kPending, kLeased, kDone };
@@ -103,7 +103,7 @@ struct UnitRecord {
   std::int64_t id = 0;
   std::int64_t job_id = 0;
   int round = 0;
-  std::string kind;  // common::kUnitFinetune | common::kUnitEval
+  std::string kind;     // common::kUnitFinetune | common::kUnitEval
   int shard_index = 0;  // train shard for finetune, test shard for eval
   UnitState state = UnitState::kPending;
   int attempt = 0;
@@ -115,7 +115,7 @@ struct UnitRecord {
 
 // What a manifest is made of, gathered by LeaseUnit in its transaction.
 struct LeaseContext {
-  UnitRecord unit;   // after the lease: attempt, host_id and lease_deadline are the new ones
+  UnitRecord unit;  // after the lease: attempt, host_id and lease_deadline are the new ones
   JobRecord job;
   BlobRecord model;  // the unit's round's global model (rounds.model_blob)
   BlobRecord data;   // the unit's shard: train shard for finetune, test shard for eval
@@ -130,7 +130,7 @@ struct ResultRecord {
   int attempt = 0;
   std::string envelope_hash;  // BLAKE2b of the envelope as received: identifies a retry
   std::string envelope_json;
-  std::string update_blob;    // "" for eval
+  std::string update_blob;  // "" for eval
   double loss = 0, accuracy = 0, first_loss = 0;
   std::int64_t samples = 0;
   double wall_seconds = 0;
@@ -151,8 +151,8 @@ struct NewJob {
   std::string model_spec;
   int rounds = 0;
   std::int64_t lease_seconds = 600;  // how long a host may hold a unit of this job
-  std::vector<ShardRecord> shards;  // train and test shards (their blobs already recorded)
-  std::string initial_model;        // blob id of round 0's model
+  std::vector<ShardRecord> shards;   // train and test shards (their blobs already recorded)
+  std::string initial_model;         // blob id of round 0's model
   std::vector<UnitPlan> round0_units;
   std::int64_t now = 0;
 };
@@ -200,7 +200,7 @@ class Store {
 
   // ---- blob index (the bytes live in the BlobStore) ----
   virtual Status RecordBlob(const BlobRecord& blob, std::int64_t now) = 0;  // idempotent
-  virtual Result<BlobRecord> GetBlob(const std::string& id) = 0;           // kNotFound
+  virtual Result<BlobRecord> GetBlob(const std::string& id) = 0;            // kNotFound
 
   // ---- catalog ----
   virtual Status PublishModel(const CatalogEntry& entry) = 0;  // kConflict if the name exists
@@ -246,8 +246,7 @@ class Store {
   // Sets state "done" and final_model (and publishes `publish` in the catalog in the same
   // transaction when given). Returns false if the job was not running.
   virtual Result<bool> FinishJob(std::int64_t job_id, const std::string& final_model,
-                                 const std::optional<CatalogEntry>& publish,
-                                 std::int64_t now) = 0;
+                                 const std::optional<CatalogEntry>& publish, std::int64_t now) = 0;
   virtual Status FailJob(std::int64_t job_id, const std::string& error, std::int64_t now) = 0;
 };
 
