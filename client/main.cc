@@ -95,5 +95,6 @@ int main(int argc, char** argv) {
   client::RunSummary s = runner.Run(g_stop);
   spdlog::info("stopping: {} units done ({} finetune, {} eval), {} refused, {} retries",
                s.units_done, s.finetune_units, s.eval_units, s.units_refused, s.retries);
+  if (s.fatal) return Fail(*s.fatal);
   return 0;
 }

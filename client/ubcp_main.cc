@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// ubcp: the command-line tool of recipients (submit, follow and download jobs).
+// ubcp: the command-line tool of recipients (credits, submit, follow and download jobs) and
+// admins (grants).
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
 
+#include "cli/economy_commands.h"
 #include "cli/recipient_commands.h"
 #include "ubcp/client/https_client.h"
 #include "ubcp/common/crypto.h"
@@ -28,8 +30,24 @@ int main(int argc, char** argv) {
   std::filesystem::path spec_file, output;
   std::int64_t job_id = 0;
   double timeout_s = 3600;
+  bool dry_run = false;
   auto* submit = app.add_subcommand("submit", "submit a job spec (JSON file); prints its id");
   submit->add_option("spec", spec_file)->required();
+  submit->add_flag("--dry-run", dry_run, "only show the price and whether the credits cover it");
+  auto* credits = app.add_subcommand("credits", "your available, reserved and spent credits");
+  auto* jobs = app.add_subcommand("jobs", "list your jobs");
+  auto* cancel = app.add_subcommand("cancel", "cancel a job; what it did not use is refunded");
+  cancel->add_option("id", job_id)->required();
+  auto* admin = app.add_subcommand("admin", "admin commands (an admin token)");
+  admin->require_subcommand(1);
+  auto* grant = admin->add_subcommand("grant", "grant credits to an account (idempotent by key)");
+  std::string grant_account, grant_key, grant_memo;
+  std::int64_t grant_credits = 0;
+  grant->add_option("account", grant_account)->required();
+  grant->add_option("credits", grant_credits, "credits (1 credit = 10^6 FLOP)")->required();
+  grant->add_option("--key", grant_key, "idempotency key: the same key again changes nothing")
+      ->required();
+  grant->add_option("--memo", grant_memo, "why");
   auto* job = app.add_subcommand("job", "show a job's state and per-round metrics");
   job->add_option("id", job_id)->required();
   auto* wait = app.add_subcommand("wait", "follow a job until it is done");
@@ -59,7 +77,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   HttpsClient& h = **http;
-  if (submit->parsed()) return cli::SubmitJob(h, token, spec_file, std::cout);
+  if (submit->parsed()) {
+    return dry_run ? cli::QuoteJob(h, token, spec_file, std::cout)
+                   : cli::SubmitJob(h, token, spec_file, std::cout);
+  }
+  if (credits->parsed()) return cli::ShowCredits(h, token, std::cout);
+  if (jobs->parsed()) return cli::ListJobs(h, token, std::cout);
+  if (cancel->parsed()) return cli::CancelJob(h, token, job_id, std::cout);
+  if (grant->parsed()) {
+    return cli::AdminGrant(h, token, grant_account, grant_credits, grant_key, grant_memo,
+                           std::cout);
+  }
   if (job->parsed()) return cli::ShowJob(h, token, job_id, std::cout);
   if (wait->parsed()) return cli::WaitJob(h, token, job_id, timeout_s, std::cout);
   if (download->parsed()) return cli::DownloadModel(h, token, job_id, output, std::cout);

@@ -12,7 +12,9 @@
 #include "ubcp/coordinator/api.h"
 #include "ubcp/coordinator/blob_store.h"
 #include "ubcp/coordinator/coordinator_service.h"
+#include "ubcp/coordinator/cost_model.h"
 #include "ubcp/coordinator/http_server.h"
+#include "ubcp/coordinator/ledger.h"
 #include "ubcp/coordinator/store.h"
 
 namespace {
@@ -109,6 +111,22 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print the signing key and certificate location");
   info->add_option("--data", paths.data, "data directory")->required();
 
+  auto* grant =
+      app.add_subcommand("grant", "credit an account (an admin grant, idempotent by key)");
+  grant->add_option("--data", paths.data, "data directory")->required();
+  std::string grant_account, grant_key, grant_memo;
+  std::int64_t grant_credits = 0;
+  grant->add_option("--account", grant_account, "account name")->required();
+  grant->add_option("--credits", grant_credits, "credits (1 credit = 10^6 FLOP)")
+      ->required()
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1'000'000'000'000'000}));
+  grant->add_option("--key", grant_key, "idempotency key (default: a new random one)");
+  grant->add_option("--memo", grant_memo, "why");
+
+  auto* check_ledger =
+      app.add_subcommand("check-ledger", "verify the credit ledger's invariants; exit 1 if broken");
+  check_ledger->add_option("--data", paths.data, "data directory")->required();
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
   // The data directory holds the signing key and account tokens' hashes: owner-only.
@@ -121,6 +139,42 @@ int main(int argc, char** argv) {
   }
 
   if (serve->parsed()) return Serve(paths, options, port_file, datasets);
+
+  if (check_ledger->parsed()) {
+    if (!fs::exists(paths.db())) {
+      return Fail(
+          common::MakeError(common::Errc::kNotFound, "no database at " + paths.db().string()));
+    }
+    auto store = coordinator::OpenSqliteStore(paths.db());
+    if (!store) return Fail(store.error());
+    auto problems = (*store)->CheckLedger();
+    if (!problems) return Fail(problems.error());
+    for (const auto& p : *problems) std::cout << "check-ledger: VIOLATION " << p << "\n";
+    if (!problems->empty()) return 1;
+    std::cout << "check-ledger: ok\n";
+    return 0;
+  }
+
+  if (grant->parsed()) {
+    auto store = coordinator::OpenSqliteStore(paths.db());
+    if (!store) return Fail(store.error());
+    auto to = (*store)->FindAccountByName(grant_account);
+    if (!to) return Fail(to.error());
+    if (grant_key.empty()) grant_key = "cli-" + common::NewToken().substr(0, 16);
+    auto txn = coordinator::Transfer("grant:" + grant_key, coordinator::LedgerKind::kGrant,
+                                     std::string(coordinator::kIssuanceAccount),
+                                     coordinator::RecipientAccount(to->id), grant_credits,
+                                     coordinator::SystemClockSeconds());
+    txn.memo = grant_memo.empty() ? "operator grant" : grant_memo;
+    auto posted = (*store)->PostLedger(txn);
+    if (!posted) return Fail(posted.error());
+    auto balance = (*store)->Balance(coordinator::RecipientAccount(to->id));
+    if (!balance) return Fail(balance.error());
+    std::cout << (*posted ? "granted " : "already granted (same key) ") << grant_credits
+              << " credits to " << to->name << "; balance " << *balance << " ("
+              << coordinator::DescribeCredits(*balance) << ")\n";
+    return 0;
+  }
 
   if (add_account->parsed()) {
     auto store = coordinator::OpenSqliteStore(paths.db());

@@ -33,6 +33,8 @@ std::string_view ErrcName(Errc code) {
       return "network";
     case Errc::kUnavailable:
       return "unavailable";
+    case Errc::kInsufficientCredits:
+      return "insufficient_credits";
     case Errc::kInternal:
       return "internal";
   }

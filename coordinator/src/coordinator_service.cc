@@ -9,6 +9,8 @@
 
 #include "ubcp/common/model.h"
 #include "ubcp/coordinator/aggregate.h"
+#include "ubcp/coordinator/cost_model.h"
+#include "ubcp/coordinator/ledger.h"
 #include "ubcp/coordinator/tensor_blobs.h"
 
 namespace ubcp::coordinator {
@@ -232,6 +234,7 @@ common::Result<common::ResultAck> Coordinator::SubmitResult(const HostRecord& ho
   record.samples = payload.metrics.samples;
   record.wall_seconds = payload.wall_seconds;
   record.received_at = clock_();
+  UBCP_ASSIGN_OR_RETURN(record.credits, UnitCredits(unit, job));
   UBCP_ASSIGN_OR_RETURN(RecordOutcome outcome, store_.RecordResult(record));
   if (outcome == RecordOutcome::kDuplicate) {
     return common::ResultAck{common::kProtocolVersion, "duplicate"};
@@ -241,6 +244,22 @@ common::Result<common::ResultAck> Coordinator::SubmitResult(const HostRecord& ho
                   advanced.error().ToString());
   }
   return common::ResultAck{common::kProtocolVersion, "accepted"};
+}
+
+common::Result<std::int64_t> Coordinator::UnitCredits(const UnitRecord& unit,
+                                                      const JobRecord& job) {
+  UBCP_ASSIGN_OR_RETURN(common::ModelSpec model, common::ParseModelSpec(job.model_spec));
+  if (unit.kind == common::kUnitFinetune) {
+    UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(job.spec_json));
+    return FinetuneUnitCredits(model, spec.params.local_steps, spec.params.batch_size);
+  }
+  UBCP_ASSIGN_OR_RETURN(std::vector<ShardRecord> shards, store_.ListShards(job.id));
+  for (const ShardRecord& shard : shards) {
+    if (shard.kind == ShardKind::kTest && shard.index == unit.shard_index) {
+      return EvalUnitCredits(model, shard.samples);
+    }
+  }
+  return MakeError(Errc::kInternal, "unit " + std::to_string(unit.id) + " has no test shard");
 }
 
 common::Status Coordinator::Advance(std::int64_t job_id) {
@@ -348,6 +367,36 @@ void Coordinator::Reconcile() {
   }
 }
 
+common::Result<common::JobQuote> Coordinator::Quote(const AccountRecord& account,
+                                                    const NewJob& planned,
+                                                    const common::JobSpec& spec) {
+  UBCP_ASSIGN_OR_RETURN(common::ModelSpec model, common::ParseModelSpec(planned.model_spec));
+  std::vector<std::int64_t> eval_samples;
+  for (const ShardRecord& shard : planned.shards) {
+    if (shard.kind == ShardKind::kTest) eval_samples.push_back(shard.samples);
+  }
+  UBCP_ASSIGN_OR_RETURN(JobPrice price, PriceJob(model, spec, eval_samples, config_.replication));
+  UBCP_ASSIGN_OR_RETURN(std::int64_t balance, store_.Balance(RecipientAccount(account.id)));
+  common::JobQuote quote;
+  quote.price_credits = price.credits;
+  quote.flop = CreditsToFlop(price.credits);
+  quote.pflops_days = quote.flop / kFlopPerPflopsDay;
+  quote.train_units = price.train_units;
+  quote.eval_units = price.eval_units;
+  quote.replication = price.replication;
+  quote.balance_credits = std::max<std::int64_t>(balance, 0);
+  quote.affordable = balance >= price.credits;
+  return quote;
+}
+
+common::Result<common::JobQuote> Coordinator::QuoteJob(const AccountRecord& account,
+                                                       std::string_view spec_json) {
+  UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(spec_json));
+  UBCP_ASSIGN_OR_RETURN(NewJob planned,
+                        planner_.PlanJob(spec, account.id, clock_(), PlanMode::kDryRun));
+  return Quote(account, planned, spec);
+}
+
 common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& account,
                                                           std::string_view spec_json) {
   UBCP_ASSIGN_OR_RETURN(common::JobSpec spec, common::ParseJobSpec(spec_json));
@@ -355,11 +404,67 @@ common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& a
     return MakeError(Errc::kConflict, "catalog name '" + spec.publish_as + "' is taken");
   }
   const std::int64_t now = clock_();
+  // Priced from a dry run first, so that a job the credits cannot cover writes no blob at all.
+  UBCP_ASSIGN_OR_RETURN(NewJob sized, planner_.PlanJob(spec, account.id, now, PlanMode::kDryRun));
+  UBCP_ASSIGN_OR_RETURN(common::JobQuote quote, Quote(account, sized, spec));
+  if (!quote.affordable) {
+    return MakeError(Errc::kInsufficientCredits,
+                     "the job costs " + DescribeCredits(quote.price_credits) +
+                         "; available: " + DescribeCredits(quote.balance_credits));
+  }
   UBCP_ASSIGN_OR_RETURN(NewJob job, planner_.PlanJob(spec, account.id, now));
+  job.price_credits = quote.price_credits;
   UBCP_ASSIGN_OR_RETURN(std::int64_t job_id, store_.CreateJob(job));
-  spdlog::info("job {} '{}' from account {}: {} on {}, {} rounds x {} units", job_id, spec.name,
-               account.id, job.model_spec, spec.dataset, spec.rounds, spec.units_per_round);
+  spdlog::info("job {} '{}' from account {}: {} on {}, {} rounds x {} units, price {}", job_id,
+               spec.name, account.id, job.model_spec, spec.dataset, spec.rounds,
+               spec.units_per_round, DescribeCredits(job.price_credits));
   return common::JobCreated{common::kProtocolVersion, job_id};
+}
+
+common::Result<common::JobList> Coordinator::ListJobs(const AccountRecord& account) {
+  UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store_.ListJobs(account.id));
+  common::JobList list;
+  for (const JobRecord& j : jobs) {
+    list.jobs.push_back({j.id, j.name, j.state, j.rounds, j.current_round, j.price_credits});
+  }
+  return list;
+}
+
+common::Result<common::JobStatus> Coordinator::CancelJob(const AccountRecord& account,
+                                                         std::int64_t job_id) {
+  UBCP_ASSIGN_OR_RETURN(JobRecord job, OwnedJob(account, job_id));
+  UBCP_ASSIGN_OR_RETURN(bool cancelled, store_.CancelJob(job.id, clock_()));
+  if (cancelled) spdlog::info("job {} cancelled by account {}", job.id, account.id);
+  return GetJobStatus(account, job_id);
+}
+
+common::Result<common::CreditsStatus> Coordinator::Credits(const AccountRecord& account) {
+  common::CreditsStatus c;
+  c.account = account.name;
+  UBCP_ASSIGN_OR_RETURN(c.balance_credits, store_.Balance(RecipientAccount(account.id)));
+  UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store_.ListJobs(account.id));
+  for (const JobRecord& j : jobs) {
+    UBCP_ASSIGN_OR_RETURN(std::int64_t held, store_.Balance(JobAccount(j.id)));
+    c.reserved_credits += held;
+  }
+  UBCP_ASSIGN_OR_RETURN(c.spent_credits, store_.SpentByAccount(account.id));
+  return c;
+}
+
+common::Result<common::CreditsStatus> Coordinator::Grant(const AccountRecord& admin,
+                                                         const common::GrantRequest& request) {
+  if (admin.role != Role::kAdmin) return MakeError(Errc::kForbidden, "admins only");
+  UBCP_ASSIGN_OR_RETURN(AccountRecord to, store_.FindAccountByName(request.account));
+  LedgerTxn grant =
+      Transfer("grant:" + request.key, LedgerKind::kGrant, std::string(kIssuanceAccount),
+               RecipientAccount(to.id), request.credits, clock_());
+  grant.memo = "by " + admin.name + (request.memo.empty() ? "" : ": " + request.memo);
+  UBCP_ASSIGN_OR_RETURN(bool posted, store_.PostLedger(grant));
+  if (posted) {
+    spdlog::info("grant {}: {} credits to '{}' by '{}'", request.key, request.credits, to.name,
+                 admin.name);
+  }
+  return Credits(to);
 }
 
 common::Result<JobRecord> Coordinator::OwnedJob(const AccountRecord& account, std::int64_t job_id) {

@@ -553,8 +553,19 @@ TEST_F(RunnerTest, BackoffNeverExceedsTheConfiguredMaximum) {
   }
 }
 
-TEST_F(RunnerTest, RefusedWorkRequestIsNotCountedAsARetry) {
+TEST_F(RunnerTest, RevokedTokenEndsTheRunWithAnError) {
+  fake_.stop = nullptr;  // the run must end by itself
   fake_.work.push_back(ErrorAnswer(401, Errc::kUnauthorized, "unknown token"));
+  const RunSummary summary = RunLoop(FastOptions());
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/work").size(), 1u);
+  ASSERT_TRUE(summary.fatal.has_value());
+  EXPECT_EQ(summary.fatal->code, Errc::kUnauthorized);
+  EXPECT_EQ(summary.units_refused, 0);
+  EXPECT_FALSE(stop_);
+}
+
+TEST_F(RunnerTest, RefusedWorkRequestIsNotCountedAsARetry) {
+  fake_.work.push_back(ErrorAnswer(400, Errc::kInvalidArgument, "unknown unit kind"));
   RunnerOptions options = FastOptions();
   options.max_backoff_s = 0.01;
   const RunSummary summary = RunLoop(options);

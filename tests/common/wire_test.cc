@@ -1081,5 +1081,57 @@ TEST_F(WireTest, CatalogRoundTripsAndRefusesBadEntries) {
   ASSERT_FALSE(not_array);
 }
 
+TEST_F(WireTest, EconomyMessagesRoundTripAndRefuseBadInput) {
+  JobQuote q;
+  q.price_credits = 1234;
+  q.flop = 1.234e9;
+  q.pflops_days = 1.4e-11;
+  q.train_units = 6;
+  q.eval_units = 4;
+  q.replication = 2;
+  q.balance_credits = 99;
+  q.affordable = false;
+  auto q2 = ParseJobQuote(SerializeJobQuote(q));
+  ASSERT_TRUE(q2) << q2.error().ToString();
+  EXPECT_EQ(q2->price_credits, 1234);
+  EXPECT_EQ(q2->replication, 2);
+  EXPECT_FALSE(q2->affordable);
+  q.replication = 0;
+  EXPECT_FALSE(ParseJobQuote(SerializeJobQuote(q)));
+
+  CreditsStatus c{kProtocolVersion, "alice", 10, 20, 30};
+  auto c2 = ParseCreditsStatus(SerializeCreditsStatus(c));
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(c2->account, "alice");
+  EXPECT_EQ(c2->reserved_credits, 20);
+  c.balance_credits = -1;
+  EXPECT_FALSE(ParseCreditsStatus(SerializeCreditsStatus(c)));
+
+  GrantRequest g{kProtocolVersion, "alice", 500, "pilot:2026-11", "class"};
+  auto g2 = ParseGrantRequest(SerializeGrantRequest(g));
+  ASSERT_TRUE(g2) << g2.error().ToString();
+  EXPECT_EQ(g2->key, "pilot:2026-11");
+  for (const std::string& key :
+       std::vector<std::string>{"", "has space", "slash/no", std::string(65, 'k')}) {
+    g.key = key;
+    EXPECT_FALSE(ParseGrantRequest(SerializeGrantRequest(g))) << key;
+  }
+  g.key = "ok";
+  for (std::int64_t credits : {0LL, -5LL, 1'000'000'000'000'001LL}) {
+    g.credits = credits;
+    EXPECT_FALSE(ParseGrantRequest(SerializeGrantRequest(g))) << credits;
+  }
+
+  JobList l;
+  l.jobs.push_back({7, "job", "cancelled", 3, 1, 42});
+  auto l2 = ParseJobList(SerializeJobList(l));
+  ASSERT_TRUE(l2) << l2.error().ToString();
+  ASSERT_EQ(l2->jobs.size(), 1u);
+  EXPECT_EQ(l2->jobs[0].state, "cancelled");
+  EXPECT_EQ(l2->jobs[0].price_credits, 42);
+  l.jobs[0].state = "paused";
+  EXPECT_FALSE(ParseJobList(SerializeJobList(l)));
+}
+
 }  // namespace
 }  // namespace ubcp::common

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "coordinator/raw_db.h"
 #include "ubcp/common/wire.h"
 #include "ubcp/coordinator/store.h"
 
@@ -47,36 +48,6 @@ Store::ManifestSigner PlainSigner() {
     return "m-" + std::to_string(c.unit.id) + "-" + std::to_string(c.unit.attempt);
   };
 }
-
-// A raw connection to inspect the file the store writes.
-class RawDb {
- public:
-  explicit RawDb(const std::filesystem::path& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-      ADD_FAILURE() << "cannot open " << path;
-    }
-    sqlite3_busy_timeout(db_, 5000);
-  }
-  ~RawDb() { sqlite3_close_v2(db_); }
-
-  // First column of the first row as text ("" if none).
-  std::string Query(const char* sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr), SQLITE_OK) << sqlite3_errmsg(db_);
-    std::string out;
-    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
-      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-  void Exec(const char* sql) {
-    EXPECT_EQ(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db_);
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
 
 class SqliteStoreTest : public ::testing::Test {
  protected:

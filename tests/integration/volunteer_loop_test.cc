@@ -1,188 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// End to end on loopback: the real coordinator (HTTPS, SQLite, blob store) and real donor
+// The volunteer-computing loop end to end: the real coordinator on 127.0.0.1 over TLS and real
 // clients running real libtorch on real data (sklearn digits).
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <thread>
 
-#include "ubcp/client/coordinator_api.h"
-#include "ubcp/client/host_state.h"
-#include "ubcp/client/https_client.h"
-#include "ubcp/client/runner.h"
-#include "ubcp/common/crypto.h"
-#include "ubcp/common/model.h"
-#include "ubcp/common/wire.h"
-#include "ubcp/coordinator/api.h"
-#include "ubcp/coordinator/blob_store.h"
-#include "ubcp/coordinator/coordinator_service.h"
-#include "ubcp/coordinator/http_server.h"
-#include "ubcp/coordinator/store.h"
+#include "integration/loop_fixture.h"
 
-namespace ubcp {
+namespace ubcp::itest {
 namespace {
-namespace fs = std::filesystem;
-
-client::BenchmarkReport TinyBenchmark() {
-  client::BenchmarkReport r;
-  r.matmul_gflops = 1;
-  r.cpu_threads = 1;
-  r.torch_version = common::TorchVersion();
-  return r;
-}
-
-std::string DigitsJob(int rounds) {
-  common::JobSpec spec;
-  spec.name = "digits mlp";
-  spec.model = "zoo:mlp-i784-h64-o10";
-  spec.dataset = "digits";
-  spec.rounds = rounds;
-  spec.units_per_round = 2;
-  spec.eval_units = 1;
-  spec.params = {30, 32, 0.05, 0.9, 0.0, "sgd", 5};
-  spec.aggregator = "fedavg";
-  spec.update_encoding = "int8";
-  spec.deadline_s = 120;
-  return common::SerializeJobSpec(spec);
-}
-
-// A coordinator on 127.0.0.1 with a clock the test can move forward.
-class LoopTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_TRUE(common::InitCrypto());
-    dir_ = fs::temp_directory_path() /
-           ("ubcp-loop-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    auto store = coordinator::OpenSqliteStore(dir_ / "coordinator.db");
-    ASSERT_TRUE(store) << store.error().ToString();
-    store_ = std::move(*store);
-    auto blobs = coordinator::BlobStore::Open(dir_ / "blobs");
-    ASSERT_TRUE(blobs);
-    blobs_.emplace(std::move(*blobs));
-    signing_key_.emplace(common::SigningKey::Generate());
-    now_ = coordinator::SystemClockSeconds();
-    coordinator::CoordinatorConfig config;
-    config.datasets.cache_dir = dir_ / "cache";
-    service_ = std::make_unique<coordinator::Coordinator>(
-        *store_, *blobs_, *signing_key_, [this] { return now_.load(); }, config);
-    api_ = std::make_unique<coordinator::Api>(*service_, 1 << 20);
-    ASSERT_TRUE(coordinator::EnsureSelfSignedCertificate(dir_ / "cert.pem", dir_ / "key.pem"));
-    coordinator::ServerOptions options;
-    options.cert_file = dir_ / "cert.pem";
-    options.key_file = dir_ / "key.pem";
-    auto server = coordinator::HttpsServer::Create(
-        options, [this](const coordinator::HttpRequest& r) { return api_->Handle(r); },
-        [this](std::string_view m, std::string_view t) { return api_->BodyLimit(m, t); });
-    ASSERT_TRUE(server) << server.error().ToString();
-    server_ = std::move(*server);
-    server_thread_ = std::thread([this] { server_->Run(false); });
-    token_ = common::NewToken();
-    ASSERT_TRUE(store_->CreateAccount("alice", common::TokenHash(token_),
-                                      coordinator::Role::kRecipient, now_));
-  }
-
-  void TearDown() override {
-    if (server_) server_->Stop();
-    if (server_thread_.joinable()) server_thread_.join();
-    fs::remove_all(dir_);
-  }
-
-  std::unique_ptr<client::HttpsClient> NewHttp() {
-    auto http = client::HttpsClient::Create(
-        {{"127.0.0.1", server_->port()}, dir_ / "cert.pem", false, std::chrono::seconds(60)});
-    EXPECT_TRUE(http);
-    return std::move(*http);
-  }
-
-  // A registered donor with its own state directory.
-  struct Donor {
-    std::unique_ptr<client::HttpsClient> http;
-    std::unique_ptr<client::CoordinatorApi> api;
-    std::optional<client::HostState> state;
-    std::optional<common::SigningKey> key;
-    client::Registration registration;
-  };
-  std::unique_ptr<Donor> NewDonor(const std::string& name) {
-    auto d = std::make_unique<Donor>();
-    d->http = NewHttp();
-    d->api = std::make_unique<client::CoordinatorApi>(*d->http);
-    d->state.emplace(*client::HostState::Open(dir_ / name));
-    d->key.emplace(*d->state->LoadOrCreateKey());
-    client::TrustOptions trust;
-    trust.coordinator_key = signing_key_->public_key();
-    auto trusted = client::EstablishTrust(*d->api, *d->state, trust);
-    EXPECT_TRUE(trusted) << trusted.error().ToString();
-    auto reg = client::EnsureRegistered(*d->api, *d->state, *d->key, name, TinyBenchmark);
-    EXPECT_TRUE(reg) << reg.error().ToString();
-    d->registration = *reg;
-    d->api->set_token(reg->token);
-    return d;
-  }
-
-  common::Result<client::ClientResponse> Post(client::HttpsClient& http, const std::string& target,
-                                              const std::string& body, const std::string& token) {
-    return http.Request("POST", target, body, "application/json", token);
-  }
-
-  std::int64_t SubmitJob(const std::string& spec_json) {
-    auto http = NewHttp();
-    auto r = Post(*http, "/v1/jobs", spec_json, token_);
-    EXPECT_TRUE(r);
-    EXPECT_EQ(r->status, 201) << r->body;
-    auto created = common::ParseJobCreated(r->body);
-    EXPECT_TRUE(created);
-    return created ? created->job_id : 0;
-  }
-
-  common::JobStatus Status(std::int64_t job_id) {
-    auto http = NewHttp();
-    auto r = http->Request("GET", "/v1/jobs/" + std::to_string(job_id), {}, {}, token_);
-    EXPECT_TRUE(r && r->status == 200);
-    auto s = common::ParseJobStatus(r->body);
-    EXPECT_TRUE(s) << r->body;
-    return *s;
-  }
-
-  // Everything that a refused request must not change.
-  struct Snapshot {
-    std::vector<coordinator::RoundSummary> rounds;
-    std::size_t results = 0;
-  };
-  Snapshot Take(std::int64_t job_id) {
-    Snapshot s;
-    s.rounds = *store_->SummarizeRounds(job_id);
-    for (const auto& r : s.rounds) {
-      s.results += store_->ListResults(job_id, r.round, "eval_batch")->size();
-      s.results += store_->ListResults(job_id, r.round, "finetune_shard")->size();
-    }
-    return s;
-  }
-  static void ExpectSame(const Snapshot& a, const Snapshot& b) {
-    ASSERT_EQ(a.rounds.size(), b.rounds.size());
-    EXPECT_EQ(a.results, b.results);
-    for (std::size_t i = 0; i < a.rounds.size(); ++i) {
-      EXPECT_EQ(a.rounds[i].units_done, b.rounds[i].units_done);
-      EXPECT_EQ(a.rounds[i].aggregated, b.rounds[i].aggregated);
-    }
-  }
-
-  fs::path dir_;
-  std::unique_ptr<coordinator::Store> store_;
-  std::optional<coordinator::BlobStore> blobs_;
-  std::optional<common::SigningKey> signing_key_;
-  std::atomic<std::int64_t> now_{0};
-  std::unique_ptr<coordinator::Coordinator> service_;
-  std::unique_ptr<coordinator::Api> api_;
-  std::unique_ptr<coordinator::HttpsServer> server_;
-  std::thread server_thread_;
-  std::string token_;
-};
 
 TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
   const std::int64_t job_id = SubmitJob(DigitsJob(3));
@@ -225,6 +53,21 @@ TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
   EXPECT_EQ(summaries[0].units_done + summaries[1].units_done, 10);
   EXPECT_GT(summaries[0].units_done, 0);
   EXPECT_GT(summaries[1].units_done, 0);
+
+  // The ledger: the job spent exactly its price, unit by unit, and the donors earned as much.
+  auto job = store_->GetJob(job_id);
+  ASSERT_TRUE(job);
+  EXPECT_GT(job->price_credits, 0);
+  EXPECT_EQ(*store_->SpentByAccount(alice_id_), job->price_credits);
+  EXPECT_EQ(*store_->Balance(coordinator::JobAccount(job_id)), 0);
+  EXPECT_EQ(*store_->Balance(coordinator::RecipientAccount(alice_id_)),
+            kAliceCredits - job->price_credits);
+  EXPECT_EQ(*store_->Balance(coordinator::DonorAccount(donors[0]->registration.host_id)) +
+                *store_->Balance(coordinator::DonorAccount(donors[1]->registration.host_id)),
+            job->price_credits);
+  auto problems = store_->CheckLedger();
+  ASSERT_TRUE(problems);
+  EXPECT_TRUE(problems->empty()) << (*problems)[0];
 
   // The recipient downloads the final model, which loads and evaluates as reported.
   auto http = NewHttp();
@@ -374,4 +217,4 @@ TEST_F(LoopTest, RecipientsSeeOnlyTheirOwnJobs) {
 }
 
 }  // namespace
-}  // namespace ubcp
+}  // namespace ubcp::itest

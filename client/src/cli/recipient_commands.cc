@@ -14,7 +14,6 @@
 #include "ubcp/common/wire.h"
 
 namespace ubcp::client::cli {
-namespace {
 
 int PrintError(const common::Error& e) {
   std::cerr << "ubcp: " << e.ToString() << "\n";
@@ -23,12 +22,25 @@ int PrintError(const common::Error& e) {
 
 common::Result<std::string> Call(HttpsClient& http, const std::string& token,
                                  std::string_view method, const std::string& target,
-                                 std::string_view body = {}) {
+                                 std::string_view body) {
   UBCP_ASSIGN_OR_RETURN(ClientResponse r,
                         http.Request(method, target, body, "application/json", token));
   if (r.status < 200 || r.status >= 300) return ErrorFromResponse(r);
   return std::move(r.body);
 }
+
+common::Result<std::string> ReadSpecFile(const std::filesystem::path& spec_file) {
+  std::ifstream in(spec_file);
+  if (!in) return common::MakeError(common::Errc::kIo, "cannot read " + spec_file.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > common::kMaxRequestJson) {
+    return common::MakeError(common::Errc::kTooLarge, spec_file.string() + " is too large");
+  }
+  return ss.str();
+}
+
+namespace {
 
 std::string RoundLine(const common::RoundStatus& r, int rounds) {
   // Round r's eval measures the model after r aggregations (round 0: the starting model); the
@@ -53,12 +65,9 @@ std::string RoundLine(const common::RoundStatus& r, int rounds) {
 
 int SubmitJob(HttpsClient& http, const std::string& token, const std::filesystem::path& spec_file,
               std::ostream& out) {
-  std::ifstream in(spec_file);
-  if (!in)
-    return PrintError(common::MakeError(common::Errc::kIo, "cannot read " + spec_file.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto body = Call(http, token, "POST", "/v1/jobs", ss.str());
+  auto spec = ReadSpecFile(spec_file);
+  if (!spec) return PrintError(spec.error());
+  auto body = Call(http, token, "POST", "/v1/jobs", *spec);
   if (!body) return PrintError(body.error());
   auto created = common::ParseJobCreated(*body);
   if (!created) return PrintError(created.error());

@@ -12,6 +12,14 @@
 
 namespace ubcp::client::cli {
 
+// Shared by the commands: print an error (exit code 1); one request whose non-2xx answer
+// becomes the server's error; a job spec file (bounded).
+int PrintError(const common::Error& e);
+common::Result<std::string> Call(HttpsClient& http, const std::string& token,
+                                 std::string_view method, const std::string& target,
+                                 std::string_view body = {});
+common::Result<std::string> ReadSpecFile(const std::filesystem::path& spec_file);
+
 int SubmitJob(HttpsClient& http, const std::string& token, const std::filesystem::path& spec_file,
               std::ostream& out);
 int ShowJob(HttpsClient& http, const std::string& token, std::int64_t job_id, std::ostream& out);

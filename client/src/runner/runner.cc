@@ -162,6 +162,11 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
       return Step::kRetry;
     }
     spdlog::error("work request refused: {}", work.error().ToString());
+    if (work.error().code == common::Errc::kUnauthorized ||
+        work.error().code == common::Errc::kForbidden) {
+      summary.fatal = work.error();
+      return Step::kFatal;
+    }
     return Step::kRefused;
   }
   if (!work->has_value()) return Step::kNoWork;
@@ -274,6 +279,8 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
         ++summary.units_refused;
         SleepFor(backoff.Next(), stop);
         break;
+      case Step::kFatal:
+        return summary;
     }
   }
   return summary;

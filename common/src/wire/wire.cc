@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/common/wire.h"
 
+#include <algorithm>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -635,7 +636,8 @@ Result<JobStatus> ParseJobStatus(std::string_view json) {
         JobStatus s;
         UBCP_ASSIGN_OR_RETURN(s.job_id, r.Int64("job_id", 0, kMaxInt64));
         UBCP_ASSIGN_OR_RETURN(s.name, r.String("name", kMaxStringField));
-        UBCP_ASSIGN_OR_RETURN(s.state, r.Enum("state", {"queued", "running", "done", "failed"}));
+        UBCP_ASSIGN_OR_RETURN(
+            s.state, r.Enum("state", {"queued", "running", "done", "failed", "cancelled"}));
         UBCP_ASSIGN_OR_RETURN(s.model_spec, r.String("model_spec", kMaxStringField));
         UBCP_ASSIGN_OR_RETURN(s.rounds, r.Int("rounds", 0, kMaxRounds));
         UBCP_ASSIGN_OR_RETURN(s.current_round, r.Int("current_round", 0, kMaxRounds));
@@ -650,6 +652,137 @@ Result<JobStatus> ParseJobStatus(std::string_view json) {
         UBCP_ASSIGN_OR_RETURN(s.final_model, ReadContentId(r, "final_model", true));
         UBCP_ASSIGN_OR_RETURN(s.hosts, r.Int64("hosts", 0, kMaxInt64));
         return s;
+      });
+}
+
+// ---- economy ----
+
+namespace {
+constexpr std::int64_t kMaxCredits = 1'000'000'000'000'000'000;  // 10^18 MFLOP
+
+bool GrantKeyChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == ':' || c == '-';
+}
+}  // namespace
+
+std::string SerializeJobQuote(const JobQuote& q) {
+  boost::json::object o;
+  o["protocol"] = q.protocol;
+  o["price_credits"] = q.price_credits;
+  o["flop"] = q.flop;
+  o["pflops_days"] = q.pflops_days;
+  o["train_units"] = q.train_units;
+  o["eval_units"] = q.eval_units;
+  o["replication"] = q.replication;
+  o["balance_credits"] = q.balance_credits;
+  o["affordable"] = q.affordable;
+  return boost::json::serialize(o);
+}
+
+Result<JobQuote> ParseJobQuote(std::string_view json) {
+  return ParseMessage(
+      json, kMaxRequestJson, "job_quote", true, [](ObjectReader& r) -> Result<JobQuote> {
+        JobQuote q;
+        UBCP_ASSIGN_OR_RETURN(q.price_credits, r.Int64("price_credits", 0, kMaxCredits));
+        UBCP_ASSIGN_OR_RETURN(q.flop, r.Double("flop", kNonNegative));
+        UBCP_ASSIGN_OR_RETURN(q.pflops_days, r.Double("pflops_days", kNonNegative));
+        UBCP_ASSIGN_OR_RETURN(q.train_units, r.Int64("train_units", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(q.eval_units, r.Int64("eval_units", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(q.replication, r.Int("replication", 1, 16));
+        UBCP_ASSIGN_OR_RETURN(q.balance_credits, r.Int64("balance_credits", 0, kMaxCredits));
+        UBCP_ASSIGN_OR_RETURN(q.affordable, r.Bool("affordable"));
+        return q;
+      });
+}
+
+std::string SerializeCreditsStatus(const CreditsStatus& c) {
+  boost::json::object o;
+  o["protocol"] = c.protocol;
+  o["account"] = c.account;
+  o["balance_credits"] = c.balance_credits;
+  o["reserved_credits"] = c.reserved_credits;
+  o["spent_credits"] = c.spent_credits;
+  return boost::json::serialize(o);
+}
+
+Result<CreditsStatus> ParseCreditsStatus(std::string_view json) {
+  return ParseMessage(
+      json, kMaxRequestJson, "credits", true, [](ObjectReader& r) -> Result<CreditsStatus> {
+        CreditsStatus c;
+        UBCP_ASSIGN_OR_RETURN(c.account, r.String("account", kMaxStringField));
+        UBCP_ASSIGN_OR_RETURN(c.balance_credits, r.Int64("balance_credits", 0, kMaxCredits));
+        UBCP_ASSIGN_OR_RETURN(c.reserved_credits, r.Int64("reserved_credits", 0, kMaxCredits));
+        UBCP_ASSIGN_OR_RETURN(c.spent_credits, r.Int64("spent_credits", 0, kMaxCredits));
+        return c;
+      });
+}
+
+std::string SerializeGrantRequest(const GrantRequest& g) {
+  boost::json::object o;
+  o["protocol"] = g.protocol;
+  o["account"] = g.account;
+  o["credits"] = g.credits;
+  o["key"] = g.key;
+  o["memo"] = g.memo;
+  return boost::json::serialize(o);
+}
+
+Result<GrantRequest> ParseGrantRequest(std::string_view json) {
+  return ParseMessage(
+      json, kMaxRequestJson, "grant", true, [](ObjectReader& r) -> Result<GrantRequest> {
+        GrantRequest g;
+        UBCP_ASSIGN_OR_RETURN(g.account, r.String("account", kMaxStringField));
+        if (g.account.empty()) return Malformed(r, "account", "must not be empty");
+        UBCP_ASSIGN_OR_RETURN(g.credits, r.Int64("credits", 1, 1'000'000'000'000'000));
+        UBCP_ASSIGN_OR_RETURN(g.key, r.String("key", 64));
+        if (g.key.empty() || !std::all_of(g.key.begin(), g.key.end(), GrantKeyChar)) {
+          return Malformed(r, "key", "must be 1..64 of [A-Za-z0-9._:-]");
+        }
+        UBCP_ASSIGN_OR_RETURN(g.memo, r.String("memo", kMaxStringField));
+        return g;
+      });
+}
+
+std::string SerializeJobList(const JobList& l) {
+  boost::json::array jobs;
+  for (const JobSummary& j : l.jobs) {
+    boost::json::object o;
+    o["job_id"] = j.job_id;
+    o["name"] = j.name;
+    o["state"] = j.state;
+    o["rounds"] = j.rounds;
+    o["current_round"] = j.current_round;
+    o["price_credits"] = j.price_credits;
+    jobs.push_back(std::move(o));
+  }
+  boost::json::object o;
+  o["protocol"] = l.protocol;
+  o["jobs"] = std::move(jobs);
+  return boost::json::serialize(o);
+}
+
+Result<JobList> ParseJobList(std::string_view json) {
+  return ParseMessage(
+      json, kMaxJobStatusJson * 4, "job_list", true, [](ObjectReader& r) -> Result<JobList> {
+        JobList l;
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* jobs, r.Array("jobs", kMaxListedJobs));
+        for (std::size_t i = 0; i < jobs->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader j,
+              json::ObjectValue((*jobs)[i], r.path() + ".jobs[" + std::to_string(i) + "]"));
+          JobSummary s;
+          UBCP_ASSIGN_OR_RETURN(s.job_id, j.Int64("job_id", 1, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(s.name, j.String("name", kMaxStringField));
+          UBCP_ASSIGN_OR_RETURN(
+              s.state, j.Enum("state", {"queued", "running", "done", "failed", "cancelled"}));
+          UBCP_ASSIGN_OR_RETURN(s.rounds, j.Int("rounds", 0, kMaxRounds));
+          UBCP_ASSIGN_OR_RETURN(s.current_round, j.Int("current_round", 0, kMaxRounds));
+          UBCP_ASSIGN_OR_RETURN(s.price_credits, j.Int64("price_credits", 0, kMaxCredits));
+          UBCP_RETURN_IF_ERROR(j.Finish());
+          l.jobs.push_back(std::move(s));
+        }
+        return l;
       });
 }
 

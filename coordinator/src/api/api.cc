@@ -31,6 +31,8 @@ int HttpStatusFor(Errc code) {
       return 409;
     case Errc::kTooLarge:
       return 413;
+    case Errc::kInsufficientCredits:
+      return 402;
     case Errc::kUnavailable:
       return 503;
     case Errc::kIo:
@@ -184,14 +186,52 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // ---- recipient routes: account token ----
   auto account = coordinator_.AuthenticateAccount(token);
   const bool account_route =
-      (n == 1 && (parts[0] == "jobs" || parts[0] == "catalog")) || (n >= 2 && parts[0] == "jobs");
+      (n == 1 && (parts[0] == "jobs" || parts[0] == "catalog" || parts[0] == "credits")) ||
+      (n >= 2 && (parts[0] == "jobs" || parts[0] == "admin"));
   if (!account_route) return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
   if (!account) return ErrorResponse(account.error());
+
+  // ---- admin routes: an account token with the admin role ----
+  if (parts[0] == "admin") {
+    if (account->role != Role::kAdmin) {
+      return ErrorResponse(MakeError(Errc::kForbidden, "admin routes need an admin token"));
+    }
+    if (m == "POST" && n == 2 && parts[1] == "grants") {
+      auto request = common::ParseGrantRequest(req.body);
+      if (!request) return ErrorResponse(request.error());
+      auto credits = coordinator_.Grant(*account, *request);
+      if (!credits) return ErrorResponse(credits.error());
+      return Json(200, common::SerializeCreditsStatus(*credits));
+    }
+    return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
+  }
 
   if (m == "POST" && n == 1 && parts[0] == "jobs") {
     auto created = coordinator_.SubmitJob(*account, req.body);
     if (!created) return ErrorResponse(created.error());
     return Json(201, common::SerializeJobCreated(*created));
+  }
+  if (m == "POST" && n == 2 && parts[0] == "jobs" && parts[1] == "quote") {
+    auto quote = coordinator_.QuoteJob(*account, req.body);
+    if (!quote) return ErrorResponse(quote.error());
+    return Json(200, common::SerializeJobQuote(*quote));
+  }
+  if (m == "GET" && n == 1 && parts[0] == "jobs") {
+    auto jobs = coordinator_.ListJobs(*account);
+    if (!jobs) return ErrorResponse(jobs.error());
+    return Json(200, common::SerializeJobList(*jobs));
+  }
+  if (m == "GET" && n == 1 && parts[0] == "credits") {
+    auto credits = coordinator_.Credits(*account);
+    if (!credits) return ErrorResponse(credits.error());
+    return Json(200, common::SerializeCreditsStatus(*credits));
+  }
+  if (m == "POST" && n == 3 && parts[0] == "jobs" && parts[2] == "cancel") {
+    auto id = ParseId(parts[1]);
+    if (!id) return ErrorResponse(id.error());
+    auto status = coordinator_.CancelJob(*account, *id);
+    if (!status) return ErrorResponse(status.error());
+    return Json(200, common::SerializeJobStatus(*status));
   }
   if (m == "GET" && n == 1 && parts[0] == "catalog") {
     auto entries = coordinator_.Catalog();

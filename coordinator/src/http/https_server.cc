@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -36,6 +37,11 @@ using beast::error_code;
 // An idle keep-alive client does not answer our close_notify until it sends its next request;
 // waiting the full io_timeout for it would make Stop() take that long.
 constexpr std::chrono::seconds kStopShutdownGrace{1};
+// After refusing a request whose body is still arriving, the rest is read and discarded (up to
+// this much, for at most kDrainTime) before the connection is closed: closing with unread data
+// makes the kernel send a reset, and the client, still writing, would lose the answer.
+constexpr std::size_t kMaxDrainBytes = 8u << 20;
+constexpr std::chrono::seconds kDrainTime{3};
 // After a failed accept (e.g. EMFILE) retrying at once would spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 constexpr std::size_t kMaxLoggedTarget = 200;
@@ -379,6 +385,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     spdlog::warn("https: {} {} {} from {}: {}", static_cast<unsigned>(status), method, target,
                  remote_, message);
+    // A request refused before its body was read completely: drain what the client still sends.
+    drain_ = parser_ && parser_->is_header_done() && !parser_->is_done();
     parser_.reset();
     response_.emplace(status, version);
     auto& res = *response_;
@@ -412,8 +420,26 @@ class Session : public std::enable_shared_from_this<Session> {
     const bool keep_alive = response_->keep_alive();
     serializer_.reset();
     response_.reset();
-    if (!keep_alive) return DoShutdown();
+    if (!keep_alive) return drain_ ? DoDrain() : DoShutdown();
     DoReadHeader();
+  }
+
+  void DoDrain() {
+    phase_ = Phase::kClosing;
+    if (drain_deadline_ == std::chrono::steady_clock::time_point{}) {
+      drain_deadline_ = std::chrono::steady_clock::now() + kDrainTime;
+    }
+    if (drained_ >= kMaxDrainBytes || Stopping() ||
+        std::chrono::steady_clock::now() >= drain_deadline_) {
+      return DoShutdown();
+    }
+    beast::get_lowest_layer(stream_).expires_at(drain_deadline_);
+    stream_.async_read_some(net::buffer(drain_buffer_),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->drained_ += n;
+                              if (ec) return self->DoShutdown();
+                              self->DoDrain();
+                            });
   }
 
   void DoShutdown() {
@@ -436,6 +462,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::serializer<false, http::string_body>> serializer_;
   std::optional<http::response<http::empty_body>> continue_;
   int requests_served_ = 0;
+  bool drain_ = false;
+  std::size_t drained_ = 0;
+  std::chrono::steady_clock::time_point drain_deadline_{};
+  std::array<char, 16 * 1024> drain_buffer_{};
   bool stop_requested_ = false;  // only touched on the strand
   Phase phase_ = Phase::kHandshake;
 };

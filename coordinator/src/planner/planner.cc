@@ -49,7 +49,8 @@ std::vector<UnitPlan> Planner::PlanRound(const common::JobSpec& spec, int round)
 }
 
 common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_t account_id,
-                                        std::int64_t now) {
+                                        std::int64_t now, PlanMode mode) {
+  const bool store = mode == PlanMode::kStore;
   // The API hands over specs it parsed, but the planner does not rely on its caller for the
   // protocol's limits (rounds, units, lease): going through the same parser keeps them defined
   // in one place.
@@ -127,23 +128,29 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   for (std::size_t i = 0; i < train_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(data.x, data.y, train_parts[i]);
     UBCP_RETURN_IF_ERROR(check_fits(shard));
-    UBCP_ASSIGN_OR_RETURN(
-        BlobRecord blob,
-        PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
+    BlobRecord blob;
+    if (store) {
+      UBCP_ASSIGN_OR_RETURN(
+          blob, PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
+    }
     job.shards.push_back({ShardKind::kTrain, static_cast<int>(i), blob.id,
                           static_cast<std::int64_t>(train_parts[i].size())});
   }
   for (std::size_t i = 0; i < test_parts.size(); ++i) {
     common::TensorList shard = common::TakeRows(test_x, test_y, test_parts[i]);
     UBCP_RETURN_IF_ERROR(check_fits(shard));
-    UBCP_ASSIGN_OR_RETURN(
-        BlobRecord blob,
-        PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
+    BlobRecord blob;
+    if (store) {
+      UBCP_ASSIGN_OR_RETURN(
+          blob, PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
+    }
     job.shards.push_back({ShardKind::kTest, static_cast<int>(i), blob.id,
                           static_cast<std::int64_t>(test_parts[i].size())});
   }
 
-  if (model.blob_id.empty()) {
+  if (!store) {
+    job.initial_model = model.blob_id;
+  } else if (model.blob_id.empty()) {
     common::TensorList weights = common::InitModel(model.spec, spec.params.seed);
     UBCP_ASSIGN_OR_RETURN(
         BlobRecord blob,

@@ -58,7 +58,8 @@ CREATE TABLE jobs (
   name          TEXT NOT NULL,
   spec_json     TEXT NOT NULL,
   model_spec    TEXT NOT NULL,
-  state         TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+  state         TEXT NOT NULL
+                CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
   rounds        INTEGER NOT NULL CHECK (rounds >= 0),
   current_round INTEGER NOT NULL,
   lease_seconds INTEGER NOT NULL CHECK (lease_seconds > 0),
@@ -127,6 +128,33 @@ CREATE TABLE results (
 );
 CREATE INDEX results_by_round ON results (job_id, round, kind);
 CREATE INDEX results_by_host ON results (job_id, host_id);
+)sql"},
+    // The credit ledger (ledger.h, docs/ECONOMY.md): double-entry transactions, each with an
+    // idempotency key, written in the same transaction as the state change they pay for.
+    Migration{2, R"sql(
+ALTER TABLE jobs ADD COLUMN price_credits INTEGER NOT NULL DEFAULT 0 CHECK (price_credits >= 0);
+-- The cost of the unit this result answered, computed by the coordinator from its manifest.
+ALTER TABLE results ADD COLUMN credits INTEGER NOT NULL DEFAULT 0 CHECK (credits >= 0);
+
+CREATE TABLE ledger_txns (
+  key     TEXT PRIMARY KEY,
+  kind    TEXT NOT NULL
+          CHECK (kind IN ('issue', 'grant', 'reserve', 'spend', 'refund', 'expire', 'points')),
+  job_id  INTEGER NOT NULL DEFAULT 0,
+  host_id INTEGER NOT NULL DEFAULT 0,
+  memo    TEXT NOT NULL DEFAULT '',
+  at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX ledger_txns_by_job ON ledger_txns (job_id, kind);
+
+CREATE TABLE ledger_entries (
+  id      INTEGER PRIMARY KEY,
+  txn_key TEXT NOT NULL REFERENCES ledger_txns (key),
+  account TEXT NOT NULL,
+  amount  INTEGER NOT NULL CHECK (amount != 0),
+  UNIQUE (txn_key, account)
+);
+CREATE INDEX ledger_by_account ON ledger_entries (account);
 )sql"},
 };
 

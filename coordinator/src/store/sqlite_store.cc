@@ -4,6 +4,7 @@
 // for writers, so the write lock is taken up front and a transaction never has to be upgraded
 // halfway), committed only when the whole method succeeded.
 
+#include <algorithm>
 #include <bit>
 #include <climits>
 #include <cmath>
@@ -115,6 +116,7 @@ JobRecord ReadJob(const Statement& s) {
   j.error = s.Text(10);
   j.created_at = s.Int64(11);
   j.updated_at = s.Int64(12);
+  j.price_credits = s.Int64(13);
   return j;
 }
 
@@ -151,6 +153,7 @@ ResultRecord ReadResult(const Statement& s) {
   r.samples = s.Int64(12);
   r.wall_seconds = RealOrNan(s, 13);
   r.received_at = s.Int64(14);
+  r.credits = s.Int64(15);
   return r;
 }
 
@@ -177,6 +180,7 @@ class SqliteStore final : public Store {
   Result<std::int64_t> CreateAccount(const std::string& name, const std::string& token_hash,
                                      Role role, std::int64_t now) override;
   Result<AccountRecord> FindAccountByTokenHash(const std::string& token_hash) override;
+  Result<AccountRecord> FindAccountByName(const std::string& name) override;
   Status RecordBlob(const BlobRecord& blob, std::int64_t now) override;
   Result<BlobRecord> GetBlob(const std::string& id) override;
   Status PublishModel(const CatalogEntry& entry) override;
@@ -202,6 +206,12 @@ class SqliteStore final : public Store {
   Result<bool> FinishJob(std::int64_t job_id, const std::string& final_model,
                          const std::optional<CatalogEntry>& publish, std::int64_t now) override;
   Status FailJob(std::int64_t job_id, const std::string& error, std::int64_t now) override;
+  Result<bool> CancelJob(std::int64_t job_id, std::int64_t now) override;
+
+  Result<std::int64_t> Balance(const std::string& account) override;
+  Result<std::int64_t> SpentByAccount(std::int64_t account_id) override;
+  Result<bool> PostLedger(const LedgerTxn& txn) override;
+  Result<std::vector<std::string>> CheckLedger() override;
 
  private:
   enum class TxKind { kRead, kWrite };
@@ -228,6 +238,11 @@ class SqliteStore final : public Store {
   Result<BlobRecord> LoadBlob(const std::string& id, Errc missing);
   Status InsertCatalog(const CatalogEntry& entry);
   Status InsertUnits(std::int64_t job_id, int round, const std::vector<UnitPlan>& units);
+  // Ledger helpers (inside a caller's transaction).
+  Result<std::int64_t> LoadBalance(const std::string& account);
+  Result<bool> Post(const LedgerTxn& txn);
+  // Moves whatever job:<id> still holds back to the job's recipient.
+  Status RefundRemainder(const JobRecord& job, std::int64_t now);
 
   std::mutex mu_;
   sqlite::Db db_;  // declared before statements_: statements are finalized first
@@ -354,7 +369,7 @@ Status SqliteStore::RequireJob(std::int64_t job_id) {
 Result<JobRecord> SqliteStore::LoadJob(std::int64_t job_id) {
   UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
                                        "state, rounds, current_round, lease_seconds, "
-                                       "final_model, error, created_at, updated_at "
+                                       "final_model, error, created_at, updated_at, price_credits "
                                        "FROM jobs WHERE id = ?1"));
   UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
   UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
@@ -504,6 +519,22 @@ Result<AccountRecord> SqliteStore::FindAccountByTokenHash(const std::string& tok
   });
 }
 
+Result<AccountRecord> SqliteStore::FindAccountByName(const std::string& name) {
+  return Transact(TxKind::kRead, [&]() -> Result<AccountRecord> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("SELECT id, name, role, created_at FROM accounts WHERE name = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(name));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kNotFound, "no account '" + name + "'");
+    AccountRecord a;
+    a.id = stmt->Int64(0);
+    a.name = stmt->Text(1);
+    UBCP_ASSIGN_OR_RETURN(a.role, ParseRole(stmt->Text(2)));
+    a.created_at = stmt->Int64(3);
+    return a;
+  });
+}
+
 // ---- blobs ----
 
 // Idempotent: recording a known id again changes nothing. A content id names fixed bytes, so a
@@ -586,17 +617,28 @@ Result<std::int64_t> SqliteStore::CreateJob(const NewJob& job) {
     }
   }
   UBCP_RETURN_IF_ERROR(ValidateUnits(job.round0_units));
+  if (job.price_credits < 0) return MakeError(Errc::kInvalidArgument, "negative price");
   return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
     std::int64_t job_id = 0;
     {
-      UBCP_ASSIGN_OR_RETURN(
-          auto stmt, Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
-                         "state, rounds, current_round, lease_seconds, created_at, "
-                         "updated_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, 0, ?6, ?7, ?7)"));
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
+                                "state, rounds, current_round, lease_seconds, created_at, "
+                                "updated_at, price_credits) VALUES (?1, ?2, ?3, ?4, 'running', ?5, "
+                                "0, ?6, ?7, ?7, ?8)"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(job.account_id, job.name, job.spec_json, job.model_spec,
-                                         job.rounds, job.lease_seconds, job.now));
+                                         job.rounds, job.lease_seconds, job.now,
+                                         job.price_credits));
       UBCP_RETURN_IF_ERROR(stmt->Run());
       job_id = LastRowId();
+    }
+    if (job.price_credits > 0) {
+      LedgerTxn reserve = Transfer("reserve:job:" + std::to_string(job_id), LedgerKind::kReserve,
+                                   RecipientAccount(job.account_id), JobAccount(job_id),
+                                   job.price_credits, job.now);
+      reserve.job_id = job_id;
+      reserve.memo = job.name;
+      UBCP_RETURN_IF_ERROR(Post(reserve));
     }
     for (const ShardRecord& shard : job.shards) {
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO job_shards (job_id, kind, shard_index, "
@@ -622,10 +664,11 @@ Result<JobRecord> SqliteStore::GetJob(std::int64_t job_id) {
 
 Result<std::vector<JobRecord>> SqliteStore::ListJobs(std::int64_t account_id) {
   return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
-                                         "state, rounds, current_round, lease_seconds, "
-                                         "final_model, error, created_at, updated_at "
-                                         "FROM jobs WHERE account_id = ?1 ORDER BY id"));
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("SELECT id, account_id, name, spec_json, model_spec, "
+                              "state, rounds, current_round, lease_seconds, "
+                              "final_model, error, created_at, updated_at, price_credits "
+                              "FROM jobs WHERE account_id = ?1 ORDER BY id"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(account_id));
     std::vector<JobRecord> out;
     for (;;) {
@@ -875,24 +918,45 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
       return MakeError(Errc::kConflict, "result does not match the current lease of unit " +
                                             std::to_string(unit.id));
     }
+    if (result.credits < 0) return MakeError(Errc::kInvalidArgument, "negative unit credits");
+    UBCP_ASSIGN_OR_RETURN(JobRecord job, LoadJob(unit.job_id));
+    if (job.state != "running") {
+      return MakeError(Errc::kConflict, "job " + std::to_string(job.id) + " is " + job.state);
+    }
     {
       UBCP_ASSIGN_OR_RETURN(auto stmt,
                             Sql("INSERT INTO results (unit_id, job_id, round, kind, host_id, "
                                 "attempt, envelope_hash, envelope_json, update_blob, loss, "
-                                "accuracy, first_loss, samples, wall_seconds, received_at) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-                                "?14, ?15)"));
+                                "accuracy, first_loss, samples, wall_seconds, received_at, "
+                                "credits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                                "?12, ?13, ?14, ?15, ?16)"));
       // job, round and kind come from the unit, never from the submitted record.
       UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id, unit.job_id, unit.round, unit.kind,
                                          result.host_id, result.attempt, result.envelope_hash,
                                          result.envelope_json, result.update_blob, result.loss,
                                          result.accuracy, result.first_loss, result.samples,
-                                         result.wall_seconds, result.received_at));
+                                         result.wall_seconds, result.received_at, result.credits));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET state = 'done' WHERE id = ?1"));
-    UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id));
-    UBCP_RETURN_IF_ERROR(stmt->Run());
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET state = 'done' WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    if (result.credits > 0) {
+      const std::string unit_key = "unit:" + std::to_string(unit.id);
+      LedgerTxn spend = Transfer("spend:" + unit_key, LedgerKind::kSpend, JobAccount(job.id),
+                                 std::string(kSpentAccount), result.credits, result.received_at);
+      spend.job_id = job.id;
+      spend.host_id = result.host_id;
+      UBCP_RETURN_IF_ERROR(Post(spend));
+      LedgerTxn points =
+          Transfer("points:" + unit_key, LedgerKind::kPoints, std::string(kPointsAccount),
+                   DonorAccount(result.host_id), result.credits, result.received_at);
+      points.job_id = job.id;
+      points.host_id = result.host_id;
+      UBCP_RETURN_IF_ERROR(Post(points));
+    }
     return RecordOutcome::kAccepted;
   });
 }
@@ -901,12 +965,12 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
 Result<std::vector<ResultRecord>> SqliteStore::ListResults(std::int64_t job_id, int round,
                                                            const std::string& kind) {
   return Transact(TxKind::kRead, [&]() -> Result<std::vector<ResultRecord>> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt,
-                          Sql("SELECT unit_id, job_id, round, kind, host_id, attempt, "
-                              "envelope_hash, envelope_json, update_blob, loss, accuracy, "
-                              "first_loss, samples, wall_seconds, received_at FROM results "
-                              "WHERE job_id = ?1 AND round = ?2 AND (?3 = '' OR kind = ?3) "
-                              "ORDER BY unit_id"));
+    UBCP_ASSIGN_OR_RETURN(
+        auto stmt, Sql("SELECT unit_id, job_id, round, kind, host_id, attempt, "
+                       "envelope_hash, envelope_json, update_blob, loss, accuracy, "
+                       "first_loss, samples, wall_seconds, received_at, credits FROM results "
+                       "WHERE job_id = ?1 AND round = ?2 AND (?3 = '' OR kind = ?3) "
+                       "ORDER BY unit_id"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round, kind));
     std::vector<ResultRecord> out;
     for (;;) {
@@ -963,6 +1027,8 @@ Result<bool> SqliteStore::FinishJob(std::int64_t job_id, const std::string& fina
       if (Changes() == 0) return false;
     }
     if (publish) UBCP_RETURN_IF_ERROR(InsertCatalog(*publish));
+    UBCP_ASSIGN_OR_RETURN(JobRecord job, LoadJob(job_id));
+    UBCP_RETURN_IF_ERROR(RefundRemainder(job, now));
     return true;
   });
 }
@@ -983,10 +1049,208 @@ Status SqliteStore::FailJob(std::int64_t job_id, const std::string& error, std::
     if (state != "running") {
       return MakeError(Errc::kConflict, "job " + std::to_string(job_id) + " is " + state);
     }
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'failed', error = ?2, "
-                                         "updated_at = ?3 WHERE id = ?1"));
-    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, error, now));
-    return stmt->Run();
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'failed', error = ?2, "
+                                           "updated_at = ?3 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, error, now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_ASSIGN_OR_RETURN(JobRecord job, LoadJob(job_id));
+    return RefundRemainder(job, now);
+  });
+}
+
+Result<bool> SqliteStore::CancelJob(std::int64_t job_id, std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    UBCP_ASSIGN_OR_RETURN(JobRecord job, LoadJob(job_id));
+    if (job.state == "cancelled") return false;
+    if (job.state != "running" && job.state != "queued") {
+      return MakeError(Errc::kConflict, "job " + std::to_string(job_id) + " is " + job.state);
+    }
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'cancelled', "
+                                           "updated_at = ?2 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    UBCP_RETURN_IF_ERROR(RefundRemainder(job, now));
+    return true;
+  });
+}
+
+// ---- ledger ----
+
+Result<std::int64_t> SqliteStore::LoadBalance(const std::string& account) {
+  UBCP_ASSIGN_OR_RETURN(
+      auto stmt, Sql("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries WHERE account = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(account));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kInternal, "SUM returned no row");
+  return stmt->Int64(0);
+}
+
+Result<bool> SqliteStore::Post(const LedgerTxn& txn) {
+  UBCP_RETURN_IF_ERROR(ValidateTxn(txn));
+  {
+    // Idempotency: a key already in the ledger is the same movement written before (a retry),
+    // unless its content differs, which is a bug in the caller.
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT kind, job_id, host_id FROM ledger_txns "
+                                         "WHERE key = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(txn.key));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (row) {
+      if (stmt->Text(0) != LedgerKindName(txn.kind) || stmt->Int64(1) != txn.job_id ||
+          stmt->Int64(2) != txn.host_id) {
+        return MakeError(Errc::kConflict, "ledger key " + txn.key + " is used for another entry");
+      }
+      UBCP_ASSIGN_OR_RETURN(auto entries, Sql("SELECT account, amount FROM ledger_entries "
+                                              "WHERE txn_key = ?1 ORDER BY account"));
+      UBCP_RETURN_IF_ERROR(entries->BindAll(txn.key));
+      std::vector<std::pair<std::string, std::int64_t>> stored, wanted;
+      for (;;) {
+        UBCP_ASSIGN_OR_RETURN(bool more, entries->Step());
+        if (!more) break;
+        stored.emplace_back(entries->Text(0), entries->Int64(1));
+      }
+      for (const Posting& p : txn.postings) wanted.emplace_back(p.account, p.amount);
+      std::sort(wanted.begin(), wanted.end());
+      if (stored != wanted) {
+        return MakeError(Errc::kConflict, "ledger key " + txn.key + " is used for another entry");
+      }
+      return false;
+    }
+  }
+  {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO ledger_txns (key, kind, job_id, host_id, "
+                                         "memo, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(txn.key, LedgerKindName(txn.kind), txn.job_id, txn.host_id,
+                                       txn.memo, txn.at));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+  }
+  for (const Posting& p : txn.postings) {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO ledger_entries (txn_key, account, amount) "
+                                         "VALUES (?1, ?2, ?3)"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(txn.key, p.account, p.amount));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+  }
+  for (const Posting& p : txn.postings) {
+    if (p.amount >= 0 || !MustStayNonNegative(p.account)) continue;
+    UBCP_ASSIGN_OR_RETURN(std::int64_t balance, LoadBalance(p.account));
+    if (balance < 0) {
+      // The caller's transaction rolls back: nothing of this movement, or of the state change
+      // it pays for, is kept.
+      return MakeError(Errc::kInsufficientCredits,
+                       p.account + " holds " + std::to_string(balance - p.amount) + " credits, " +
+                           std::to_string(-p.amount) + " needed");
+    }
+  }
+  return true;
+}
+
+Status SqliteStore::RefundRemainder(const JobRecord& job, std::int64_t now) {
+  UBCP_ASSIGN_OR_RETURN(std::int64_t left, LoadBalance(JobAccount(job.id)));
+  if (left < 0) return MakeError(Errc::kInternal, JobAccount(job.id) + " is negative");
+  if (left == 0) return {};
+  LedgerTxn refund = Transfer("refund:job:" + std::to_string(job.id), LedgerKind::kRefund,
+                              JobAccount(job.id), RecipientAccount(job.account_id), left, now);
+  refund.job_id = job.id;
+  UBCP_ASSIGN_OR_RETURN(bool posted, Post(refund));
+  if (!posted)
+    return MakeError(Errc::kInternal, "job " + std::to_string(job.id) + " refunded twice");
+  return {};
+}
+
+Result<std::int64_t> SqliteStore::Balance(const std::string& account) {
+  return Transact(TxKind::kRead, [&]() { return LoadBalance(account); });
+}
+
+Result<std::int64_t> SqliteStore::SpentByAccount(std::int64_t account_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::int64_t> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t "
+                                         "JOIN ledger_entries e ON e.txn_key = t.key "
+                                         "JOIN jobs j ON j.id = t.job_id "
+                                         "WHERE t.kind = 'spend' AND e.account = 'spent' "
+                                         "AND j.account_id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(account_id));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "SUM returned no row");
+    return stmt->Int64(0);
+  });
+}
+
+Result<bool> SqliteStore::PostLedger(const LedgerTxn& txn) {
+  return Transact(TxKind::kWrite, [&]() { return Post(txn); });
+}
+
+Result<std::vector<std::string>> SqliteStore::CheckLedger() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<std::string>> {
+    std::vector<std::string> problems;
+    auto each_row = [&](const char* sql, auto&& report) -> Status {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+      for (;;) {
+        UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+        if (!row) return {};
+        report(*stmt);
+      }
+    };
+    UBCP_RETURN_IF_ERROR(
+        each_row("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries", [&](const Statement& s) {
+          if (s.Int64(0) != 0) {
+            problems.push_back("all entries sum to " + std::to_string(s.Int64(0)) + ", not 0");
+          }
+        }));
+    UBCP_RETURN_IF_ERROR(each_row(
+        "SELECT t.key, COALESCE(SUM(e.amount), 0), COUNT(e.id) FROM ledger_txns t "
+        "LEFT JOIN ledger_entries e ON e.txn_key = t.key GROUP BY t.key "
+        "HAVING COALESCE(SUM(e.amount), 0) != 0 OR COUNT(e.id) < 2",
+        [&](const Statement& s) {
+          problems.push_back("transaction " + s.Text(0) + " sums to " + std::to_string(s.Int64(1)) +
+                             " over " + std::to_string(s.Int64(2)) + " entries");
+        }));
+    UBCP_RETURN_IF_ERROR(each_row(
+        "SELECT e.txn_key FROM ledger_entries e LEFT JOIN ledger_txns t ON t.key = e.txn_key "
+        "WHERE t.key IS NULL GROUP BY e.txn_key",
+        [&](const Statement& s) {
+          problems.push_back("entries of unknown transaction " + s.Text(0));
+        }));
+    UBCP_RETURN_IF_ERROR(
+        each_row("SELECT key, COUNT(*) FROM ledger_txns GROUP BY key HAVING COUNT(*) > 1",
+                 [&](const Statement& s) { problems.push_back("key used twice: " + s.Text(0)); }));
+    UBCP_RETURN_IF_ERROR(each_row(
+        "SELECT account, SUM(amount) FROM ledger_entries "
+        "WHERE account LIKE 'recipient:%' OR account LIKE 'job:%' OR account LIKE 'donor:%' "
+        "GROUP BY account HAVING SUM(amount) < 0",
+        [&](const Statement& s) {
+          problems.push_back(s.Text(0) + " is negative: " + std::to_string(s.Int64(1)));
+        }));
+    // What each job spent equals the credits of its accepted results, and donors were credited
+    // exactly that.
+    UBCP_RETURN_IF_ERROR(each_row(
+        R"sql(
+SELECT j.id,
+  (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t JOIN ledger_entries e
+     ON e.txn_key = t.key WHERE t.kind = 'spend' AND t.job_id = j.id AND e.account = 'spent'),
+  (SELECT COALESCE(SUM(r.credits), 0) FROM results r WHERE r.job_id = j.id),
+  (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t JOIN ledger_entries e
+     ON e.txn_key = t.key WHERE t.kind = 'points' AND t.job_id = j.id AND e.account LIKE 'donor:%')
+FROM jobs j)sql",
+        [&](const Statement& s) {
+          if (s.Int64(1) != s.Int64(2) || s.Int64(2) != s.Int64(3)) {
+            problems.push_back("job " + std::to_string(s.Int64(0)) + " spent " +
+                               std::to_string(s.Int64(1)) + " credits, its accepted results " +
+                               "cost " + std::to_string(s.Int64(2)) + ", donors got " +
+                               std::to_string(s.Int64(3)));
+          }
+        }));
+    UBCP_RETURN_IF_ERROR(each_row(
+        "SELECT j.id, j.state, COALESCE(SUM(e.amount), 0) FROM jobs j LEFT JOIN ledger_entries e "
+        "ON e.account = 'job:' || j.id WHERE j.state NOT IN ('running', 'queued') "
+        "GROUP BY j.id HAVING COALESCE(SUM(e.amount), 0) != 0",
+        [&](const Statement& s) {
+          problems.push_back("job " + std::to_string(s.Int64(0)) + " is " + s.Text(1) +
+                             " but still holds " + std::to_string(s.Int64(2)) + " credits");
+        }));
+    return problems;
   });
 }
 

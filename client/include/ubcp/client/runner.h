@@ -52,6 +52,9 @@ struct RunSummary {
   int eval_units = 0;
   int units_refused = 0;  // final errors for a unit (bad manifest, conflict, ...)
   int retries = 0;
+  // Set when the coordinator no longer accepts this host (401/403 on a work request, e.g. a
+  // revoked token): the loop stops instead of polling forever.
+  std::optional<common::Error> fatal;
 };
 
 class Runner {
@@ -62,7 +65,7 @@ class Runner {
   RunSummary Run(const std::atomic<bool>& stop);
 
  private:
-  enum class Step { kDone, kNoWork, kRetry, kRefused };
+  enum class Step { kDone, kNoWork, kRetry, kRefused, kFatal };
   Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
   common::Result<common::Bytes> FetchBlob(const common::BlobRef& ref);
 

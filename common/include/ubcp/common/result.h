@@ -17,13 +17,14 @@ enum class Errc {
   kBadSignature,        // signature verification failed
   kHashMismatch,        // content does not match its declared hash
   kNotFound,
-  kConflict,      // state does not allow the operation (e.g. result for a re-issued unit)
-  kUnauthorized,  // missing or unknown credentials
-  kForbidden,     // known credentials, operation not allowed
-  kIo,            // file system failure
-  kNetwork,       // transport failure (connect, TLS, timeout)
-  kUnavailable,   // temporarily cannot serve, retry later
-  kInternal,      // an invariant broke; a bug
+  kConflict,             // state does not allow the operation (e.g. result for a re-issued unit)
+  kUnauthorized,         // missing or unknown credentials
+  kForbidden,            // known credentials, operation not allowed
+  kIo,                   // file system failure
+  kNetwork,              // transport failure (connect, TLS, timeout)
+  kUnavailable,          // temporarily cannot serve, retry later
+  kInsufficientCredits,  // the account's credits do not cover the price
+  kInternal,             // an invariant broke; a bug
 };
 
 std::string_view ErrcName(Errc code);

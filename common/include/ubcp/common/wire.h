@@ -192,6 +192,62 @@ struct JobCreated {
 std::string SerializeJobCreated(const JobCreated& c);
 Result<JobCreated> ParseJobCreated(std::string_view json);
 
+// POST /v1/jobs/quote (a JobSpec): what the job would cost, before anything is stored.
+// Credits are whole MFLOP (10^6 FLOP); `flop` and `pflops_days` say the same for people.
+struct JobQuote {
+  int protocol = kProtocolVersion;
+  std::int64_t price_credits = 0;
+  double flop = 0;
+  double pflops_days = 0;
+  std::int64_t train_units = 0;
+  std::int64_t eval_units = 0;
+  int replication = 1;
+  std::int64_t balance_credits = 0;  // the recipient's available credits now
+  bool affordable = false;
+};
+std::string SerializeJobQuote(const JobQuote& q);
+Result<JobQuote> ParseJobQuote(std::string_view json);
+
+// GET /v1/credits (own account); POST /v1/admin/grants answers the same for the grantee.
+struct CreditsStatus {
+  int protocol = kProtocolVersion;
+  std::string account;
+  std::int64_t balance_credits = 0;   // available to new jobs
+  std::int64_t reserved_credits = 0;  // held for the account's running jobs
+  std::int64_t spent_credits = 0;     // spent on accepted units of the account's jobs
+};
+std::string SerializeCreditsStatus(const CreditsStatus& c);
+Result<CreditsStatus> ParseCreditsStatus(std::string_view json);
+
+// POST /v1/admin/grants (admin token). `key` makes the grant idempotent: the same key again
+// changes nothing.
+struct GrantRequest {
+  int protocol = kProtocolVersion;
+  std::string account;       // account name
+  std::int64_t credits = 0;  // 1..10^15
+  std::string key;           // 1..64 characters [A-Za-z0-9._:-]
+  std::string memo;
+};
+std::string SerializeGrantRequest(const GrantRequest& g);
+Result<GrantRequest> ParseGrantRequest(std::string_view json);
+
+// GET /v1/jobs: the caller's jobs, newest last.
+struct JobSummary {
+  std::int64_t job_id = 0;
+  std::string name;
+  std::string state;
+  int rounds = 0;
+  int current_round = 0;
+  std::int64_t price_credits = 0;
+};
+struct JobList {
+  int protocol = kProtocolVersion;
+  std::vector<JobSummary> jobs;
+};
+inline constexpr std::size_t kMaxListedJobs = 10000;
+std::string SerializeJobList(const JobList& l);
+Result<JobList> ParseJobList(std::string_view json);
+
 // GET /v1/catalog: the models recipients can fine-tune (`"model": "catalog:<name>"`).
 struct CatalogModel {
   std::string name;

@@ -35,6 +35,7 @@ struct CoordinatorConfig {
   std::int64_t registration_max_age_s = 600;     // how old a signed registration may be
   std::uint64_t max_update_bytes = 64ull << 20;  // an uploaded update blob (compressed)
   std::uint64_t max_blob_download = 256ull << 20;
+  int replication = 1;  // copies of each unit a job pays for (validation: issue #4)
 };
 
 class Coordinator {
@@ -63,8 +64,23 @@ class Coordinator {
                                                  std::string_view envelope_json);
 
   // ---- recipients ----
+  // The price of a job spec (cost_model.h) and whether the account's credits cover it; writes
+  // nothing.
+  common::Result<common::JobQuote> QuoteJob(const AccountRecord& account,
+                                            std::string_view spec_json);
+  // Plans the job and reserves its price from the account's credits in the same transaction
+  // as the job is created; kInsufficientCredits (nothing stored) when they do not cover it.
   common::Result<common::JobCreated> SubmitJob(const AccountRecord& account,
                                                std::string_view spec_json);
+  common::Result<common::JobList> ListJobs(const AccountRecord& account);
+  // Stops a queued or running job and refunds what it did not use.
+  common::Result<common::JobStatus> CancelJob(const AccountRecord& account, std::int64_t job_id);
+  common::Result<common::CreditsStatus> Credits(const AccountRecord& account);
+
+  // ---- admins ----
+  // Credits `request.credits` to the named account (issuance -> recipient:<id>), once per key.
+  common::Result<common::CreditsStatus> Grant(const AccountRecord& admin,
+                                              const common::GrantRequest& request);
   common::Result<common::JobStatus> GetJobStatus(const AccountRecord& account, std::int64_t job_id);
   // The final model's blob bytes and its spec string (only for the job's owner, once done).
   common::Result<std::pair<std::string, common::Bytes>> DownloadModel(const AccountRecord& account,
@@ -84,6 +100,10 @@ class Coordinator {
   // units are done. Idempotent.
   common::Status Advance(std::int64_t job_id);
   common::Result<JobRecord> OwnedJob(const AccountRecord& account, std::int64_t job_id);
+  // The credits one unit costs (cost_model.h), from what the coordinator signed for it.
+  common::Result<std::int64_t> UnitCredits(const UnitRecord& unit, const JobRecord& job);
+  common::Result<common::JobQuote> Quote(const AccountRecord& account, const NewJob& planned,
+                                         const common::JobSpec& spec);
 
   Store& store_;
   const BlobStore& blobs_;

@@ -18,6 +18,10 @@
 
 namespace ubcp::coordinator {
 
+// kDryRun checks and sizes everything (for a price quote) but writes no blob: shard and model
+// blob ids are left empty.
+enum class PlanMode { kStore, kDryRun };
+
 class Planner {
  public:
   Planner(Store& store, const BlobStore& blobs, common::DatasetPaths datasets)
@@ -28,7 +32,7 @@ class Planner {
   // an unknown data set name, a spec outside the protocol's limits (as ParseJobSpec), or a model
   // and data set that do not fit (checked on every shard).
   common::Result<NewJob> PlanJob(const common::JobSpec& spec, std::int64_t account_id,
-                                 std::int64_t now);
+                                 std::int64_t now, PlanMode mode = PlanMode::kStore);
 
   // The units of `round` (pure).
   static std::vector<UnitPlan> PlanRound(const common::JobSpec& spec, int round);

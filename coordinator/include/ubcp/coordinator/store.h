@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ubcp/common/result.h"
+#include "ubcp/coordinator/ledger.h"
 
 namespace ubcp::coordinator {
 
@@ -80,12 +81,13 @@ struct JobRecord {
   std::string name;
   std::string spec_json;   // the JobSpec as submitted (serialized)
   std::string model_spec;  // resolved zoo spec string
-  std::string state;       // "running" | "done" | "failed"
+  std::string state;       // "queued" | "running" | "done" | "failed" | "cancelled"
   int rounds = 0;
   int current_round = 0;  // round whose model is being trained (== rounds: final eval)
   std::int64_t lease_seconds = 600;
   std::string final_model;  // blob id once done
   std::string error;
+  std::int64_t price_credits = 0;  // reserved from the recipient's credits when admitted
   std::int64_t created_at = 0;
   std::int64_t updated_at = 0;
 };
@@ -135,6 +137,9 @@ struct ResultRecord {
   std::int64_t samples = 0;
   double wall_seconds = 0;
   std::int64_t received_at = 0;
+  // The unit's cost (cost_model.h), computed by the coordinator: spent from the job's
+  // reservation and credited to the donor as points when the result is accepted.
+  std::int64_t credits = 0;
 };
 
 // A planned unit (before it exists in the store).
@@ -154,6 +159,7 @@ struct NewJob {
   std::vector<ShardRecord> shards;   // train and test shards (their blobs already recorded)
   std::string initial_model;         // blob id of round 0's model
   std::vector<UnitPlan> round0_units;
+  std::int64_t price_credits = 0;  // reserved from the recipient's credits in CreateJob
   std::int64_t now = 0;
 };
 
@@ -197,6 +203,7 @@ class Store {
   virtual Result<std::int64_t> CreateAccount(const std::string& name, const std::string& token_hash,
                                              Role role, std::int64_t now) = 0;
   virtual Result<AccountRecord> FindAccountByTokenHash(const std::string& token_hash) = 0;
+  virtual Result<AccountRecord> FindAccountByName(const std::string& name) = 0;  // kNotFound
 
   // ---- blob index (the bytes live in the BlobStore) ----
   virtual Status RecordBlob(const BlobRecord& blob, std::int64_t now) = 0;  // idempotent
@@ -208,7 +215,9 @@ class Store {
   virtual Result<std::vector<CatalogEntry>> ListCatalog() = 0;
 
   // ---- jobs ----
-  // Creates the job (state "running"), its shards, round 0 and round 0's units.
+  // Creates the job (state "running"), its shards, round 0 and round 0's units, and reserves
+  // its price: the transfer recipient:<account> -> job:<id> is written in the same transaction.
+  // kInsufficientCredits (nothing written) when the recipient's balance does not cover it.
   virtual Result<std::int64_t> CreateJob(const NewJob& job) = 0;
   virtual Result<JobRecord> GetJob(std::int64_t job_id) = 0;  // kNotFound
   virtual Result<std::vector<JobRecord>> ListJobs(std::int64_t account_id) = 0;
@@ -232,7 +241,9 @@ class Store {
   virtual Result<UnitRecord> GetUnit(std::int64_t unit_id) = 0;  // kNotFound
 
   // Stores `result` and marks its unit done, if the unit is leased to result.host_id with the
-  // same attempt and manifest hash. A result with the same envelope_hash as the stored one is
+  // same attempt and manifest hash and its job is running. In the same transaction, the unit's
+  // credits are spent from the job's reservation ("spend:unit:<id>") and credited to the
+  // donor ("points:unit:<id>"). A result with the same envelope_hash as the stored one is
   // kDuplicate (nothing changes); any other result for a done unit, or one that does not match
   // the current lease, is kConflict; an unknown unit is kNotFound.
   virtual Result<RecordOutcome> RecordResult(const ResultRecord& result) = 0;
@@ -244,10 +255,29 @@ class Store {
   // aggregated: a second aggregation of the same round is a no-op.
   virtual Result<bool> AdvanceRound(const RoundAdvance& advance) = 0;
   // Sets state "done" and final_model (and publishes `publish` in the catalog in the same
-  // transaction when given). Returns false if the job was not running.
+  // transaction when given), and refunds what the job's reservation has left. Returns false if
+  // the job was not running.
   virtual Result<bool> FinishJob(std::int64_t job_id, const std::string& final_model,
                                  const std::optional<CatalogEntry>& publish, std::int64_t now) = 0;
+  // Failing (or cancelling) a job refunds what its reservation has left ("refund:job:<id>").
   virtual Status FailJob(std::int64_t job_id, const std::string& error, std::int64_t now) = 0;
+  // A running job becomes "cancelled": its units are no longer handed out and results for them
+  // are refused. kConflict if the job is done or failed; cancelling twice is a no-op (false).
+  virtual Result<bool> CancelJob(std::int64_t job_id, std::int64_t now) = 0;
+
+  // ---- ledger (ledger.h) ----
+  virtual Result<std::int64_t> Balance(const std::string& account) = 0;
+  // Credits spent on accepted units of the account's jobs.
+  virtual Result<std::int64_t> SpentByAccount(std::int64_t account_id) = 0;
+  // Writes one transaction on its own. false (nothing changes) when its key is already in the
+  // ledger with the same content; kConflict when the key was used for something else;
+  // kInsufficientCredits when an account that must stay non-negative would go below zero.
+  virtual Result<bool> PostLedger(const LedgerTxn& txn) = 0;
+  // Every violated invariant, one line each; empty when the ledger is sound. Checks: all
+  // entries sum to zero, and so does each transaction; no recipient:, job: or donor: account is
+  // negative; what was spent from each job equals the credits of its accepted results; a job
+  // that is no longer running has nothing left in its reservation; every key is used once.
+  virtual Result<std::vector<std::string>> CheckLedger() = 0;
 };
 
 // Opens (creating if needed) the SQLite database at `path` in WAL mode and applies pending

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/economy_commands.h"
+
+#include <cstdio>
+#include <ostream>
+
+#include "cli/recipient_commands.h"
+#include "ubcp/common/wire.h"
+
+namespace ubcp::client::cli {
+namespace {
+
+// Credits are whole MFLOP; people read FLOP and PFLOP/s-days.
+std::string Describe(std::int64_t credits) {
+  const double flop = static_cast<double>(credits) * 1e6;
+  char text[128];
+  std::snprintf(text, sizeof text, "%lld credits (%.3g FLOP, %.3g PFLOP/s-days)",
+                static_cast<long long>(credits), flop, flop / (1e15 * 86400.0));
+  return text;
+}
+
+}  // namespace
+
+int ShowCredits(HttpsClient& http, const std::string& token, std::ostream& out) {
+  auto body = Call(http, token, "GET", "/v1/credits");
+  if (!body) return PrintError(body.error());
+  auto c = common::ParseCreditsStatus(*body);
+  if (!c) return PrintError(c.error());
+  out << "account " << c->account << "\n"
+      << "  available " << Describe(c->balance_credits) << "\n"
+      << "  reserved  " << Describe(c->reserved_credits) << " (running jobs)\n"
+      << "  spent     " << Describe(c->spent_credits) << "\n";
+  return 0;
+}
+
+int QuoteJob(HttpsClient& http, const std::string& token, const std::filesystem::path& spec_file,
+             std::ostream& out) {
+  auto spec = ReadSpecFile(spec_file);
+  if (!spec) return PrintError(spec.error());
+  auto body = Call(http, token, "POST", "/v1/jobs/quote", *spec);
+  if (!body) return PrintError(body.error());
+  auto q = common::ParseJobQuote(*body);
+  if (!q) return PrintError(q.error());
+  out << "price " << Describe(q->price_credits) << "\n"
+      << "  " << q->train_units << " finetune units, " << q->eval_units << " eval units, x"
+      << q->replication << " replication\n"
+      << "  available " << Describe(q->balance_credits) << ": "
+      << (q->affordable ? "affordable" : "NOT affordable") << "\n";
+  return q->affordable ? 0 : 1;
+}
+
+int ListJobs(HttpsClient& http, const std::string& token, std::ostream& out) {
+  auto body = Call(http, token, "GET", "/v1/jobs");
+  if (!body) return PrintError(body.error());
+  auto list = common::ParseJobList(*body);
+  if (!list) return PrintError(list.error());
+  if (list->jobs.empty()) out << "no jobs\n";
+  for (const auto& j : list->jobs) {
+    out << j.job_id << "  " << j.state << "  round " << j.current_round << "/" << j.rounds << "  "
+        << Describe(j.price_credits) << "  " << j.name << "\n";
+  }
+  return 0;
+}
+
+int CancelJob(HttpsClient& http, const std::string& token, std::int64_t job_id, std::ostream& out) {
+  auto body = Call(http, token, "POST", "/v1/jobs/" + std::to_string(job_id) + "/cancel");
+  if (!body) return PrintError(body.error());
+  auto status = common::ParseJobStatus(*body);
+  if (!status) return PrintError(status.error());
+  out << "job " << status->job_id << " is " << status->state << "\n";
+  return 0;
+}
+
+int AdminGrant(HttpsClient& http, const std::string& token, const std::string& account,
+               std::int64_t credits, const std::string& key, const std::string& memo,
+               std::ostream& out) {
+  common::GrantRequest grant;
+  grant.account = account;
+  grant.credits = credits;
+  grant.key = key;
+  grant.memo = memo;
+  auto body = Call(http, token, "POST", "/v1/admin/grants", common::SerializeGrantRequest(grant));
+  if (!body) return PrintError(body.error());
+  auto c = common::ParseCreditsStatus(*body);
+  if (!c) return PrintError(c.error());
+  out << "granted (key " << key << "); " << c->account << " now has "
+      << Describe(c->balance_credits) << " available\n";
+  return 0;
+}
+
+}  // namespace ubcp::client::cli

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+// The credit economy through the real API: quotes, refusals for insufficient credits, cancelled
+// jobs refunding what they did not use, admin grants, and the ledger's invariants afterwards.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "integration/loop_fixture.h"
+#include "ubcp/coordinator/cost_model.h"
+
+namespace ubcp::itest {
+namespace {
+
+class EconomyTest : public LoopTest {
+ protected:
+  std::string NewAccount(const std::string& name, coordinator::Role role) {
+    std::string token = common::NewToken();
+    auto id = store_->CreateAccount(name, common::TokenHash(token), role, now_);
+    EXPECT_TRUE(id);
+    ids_[token] = *id;
+    return token;
+  }
+  common::CreditsStatus Credits(const std::string& token) {
+    auto r = NewHttp()->Request("GET", "/v1/credits", {}, {}, token);
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : r.error().ToString());
+    auto c = common::ParseCreditsStatus(r->body);
+    EXPECT_TRUE(c) << r->body;
+    return *c;
+  }
+  std::size_t BlobFiles() {
+    std::size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir_ / "blobs")) {
+      if (e.is_regular_file()) ++n;
+    }
+    return n;
+  }
+  void ExpectLedgerSound() {
+    auto problems = store_->CheckLedger();
+    ASSERT_TRUE(problems);
+    for (const auto& p : *problems) ADD_FAILURE() << p;
+  }
+  std::map<std::string, std::int64_t> ids_;
+};
+
+TEST_F(EconomyTest, QuoteShowsThePriceAndWritesNothing) {
+  const std::size_t blobs_before = BlobFiles();
+  auto r = Post(*NewHttp(), "/v1/jobs/quote", DigitsJob(3), token_);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto quote = common::ParseJobQuote(r->body);
+  ASSERT_TRUE(quote) << r->body;
+  EXPECT_GT(quote->price_credits, 0);
+  EXPECT_EQ(quote->train_units, 3 * 2);
+  EXPECT_EQ(quote->eval_units, 4 * 1);
+  EXPECT_DOUBLE_EQ(quote->flop, quote->price_credits * 1e6);
+  EXPECT_TRUE(quote->affordable);
+  EXPECT_EQ(quote->balance_credits, kAliceCredits);
+  EXPECT_EQ(BlobFiles(), blobs_before);
+  EXPECT_TRUE(store_->ListJobs(alice_id_)->empty());
+
+  // The job then costs exactly the quoted price.
+  const std::int64_t job_id = SubmitJob(DigitsJob(3));
+  EXPECT_EQ(store_->GetJob(job_id)->price_credits, quote->price_credits);
+  EXPECT_EQ(Credits(token_).reserved_credits, quote->price_credits);
+  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - quote->price_credits);
+  ExpectLedgerSound();
+}
+
+TEST_F(EconomyTest, AJobTheCreditsCannotCoverIsRefusedAndStoresNothing) {
+  const std::string bob = NewAccount("bob", coordinator::Role::kRecipient);
+  ASSERT_TRUE(store_->PostLedger(coordinator::Transfer(
+      "grant:bob", coordinator::LedgerKind::kGrant, std::string(coordinator::kIssuanceAccount),
+      coordinator::RecipientAccount(ids_[bob]), 5, now_)));
+  const std::size_t blobs_before = BlobFiles();
+  auto r = Post(*NewHttp(), "/v1/jobs", DigitsJob(3), bob);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 402) << r->body;
+  auto error = common::ParseErrorBody(r->body);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code, common::Errc::kInsufficientCredits);
+  EXPECT_NE(error->message.find("PFLOP/s-days"), std::string::npos) << error->message;
+  EXPECT_TRUE(store_->ListJobs(ids_[bob])->empty());
+  EXPECT_EQ(BlobFiles(), blobs_before);
+  EXPECT_EQ(Credits(bob).balance_credits, 5);
+  ExpectLedgerSound();
+}
+
+TEST_F(EconomyTest, CancellingRefundsWhatTheJobDidNotUse) {
+  const std::int64_t job_id = SubmitJob(DigitsJob(2));
+  const std::int64_t price = store_->GetJob(job_id)->price_credits;
+  auto donor = NewDonor("donor");
+  // One eval unit is done and paid for; a second unit stays leased.
+  common::WorkRequest eval_only;
+  eval_only.kinds = {"eval_batch"};
+  auto work = donor->api->RequestWork(eval_only);
+  ASSERT_TRUE(work && work->has_value());
+  auto m = common::ParseManifest((**work).payload);
+  common::ResultPayload result;
+  result.unit_id = m->unit_id;
+  result.host_id = m->host_id;
+  result.attempt = m->attempt;
+  result.manifest_hash = common::PayloadHash(**work);
+  result.kind = m->kind;
+  result.metrics = {2.3, 0.1, 2.3, 100};
+  auto ack = donor->api->PostResult(common::SignPayload(*donor->key, common::kDomainResult,
+                                                        common::SerializeResultPayload(result)));
+  ASSERT_TRUE(ack) << ack.error().ToString();
+  const std::int64_t spent = *store_->SpentByAccount(alice_id_);
+  EXPECT_GT(spent, 0);
+  EXPECT_LT(spent, price);
+  common::WorkRequest finetune;
+  finetune.kinds = {"finetune_shard"};
+  auto leased = donor->api->RequestWork(finetune);
+  ASSERT_TRUE(leased && leased->has_value());
+
+  auto r = Post(*NewHttp(), "/v1/jobs/" + std::to_string(job_id) + "/cancel", "", token_);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(common::ParseJobStatus(r->body)->state, "cancelled");
+  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - spent);
+  EXPECT_EQ(Credits(token_).reserved_credits, 0);
+  EXPECT_EQ(Credits(token_).spent_credits, spent);
+  // Cancelling again changes nothing; a cancelled job hands out no work.
+  r = Post(*NewHttp(), "/v1/jobs/" + std::to_string(job_id) + "/cancel", "", token_);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - spent);
+  auto none = donor->api->RequestWork(finetune);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  // Someone else cannot cancel it, or even see it.
+  const std::string eve = NewAccount("eve", coordinator::Role::kRecipient);
+  r = Post(*NewHttp(), "/v1/jobs/" + std::to_string(job_id) + "/cancel", "", eve);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  ExpectLedgerSound();
+}
+
+TEST_F(EconomyTest, GrantsNeedAnAdminAndCountOncePerKey) {
+  const std::string admin = NewAccount("root", coordinator::Role::kAdmin);
+  common::GrantRequest grant;
+  grant.account = "alice";
+  grant.credits = 1000;
+  grant.key = "pilot-2026-11";
+  grant.memo = "pilot programme";
+  const std::string body = common::SerializeGrantRequest(grant);
+
+  auto r = Post(*NewHttp(), "/v1/admin/grants", body, token_);  // a recipient's token
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  r = Post(*NewHttp(), "/v1/admin/grants", body, "");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits);
+
+  for (int i = 0; i < 2; ++i) {  // the retry changes nothing
+    r = Post(*NewHttp(), "/v1/admin/grants", body, admin);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(common::ParseCreditsStatus(r->body)->balance_credits, kAliceCredits + 1000);
+  }
+  grant.credits = 2000;  // the same key for another amount is a conflict
+  r = Post(*NewHttp(), "/v1/admin/grants", common::SerializeGrantRequest(grant), admin);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;
+  grant.account = "nobody";
+  grant.key = "other";
+  r = Post(*NewHttp(), "/v1/admin/grants", common::SerializeGrantRequest(grant), admin);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404) << r->body;
+  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits + 1000);
+  ExpectLedgerSound();
+}
+
+}  // namespace
+}  // namespace ubcp::itest
