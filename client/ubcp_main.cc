@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   cancel->add_option("id", job_id)->required();
   auto* admin = app.add_subcommand("admin", "admin commands (an admin token)");
   admin->require_subcommand(1);
+  auto* capacity = admin->add_subcommand("capacity", "donors, validated work, B, the allocation");
   auto* grant = admin->add_subcommand("grant", "grant credits to an account (idempotent by key)");
   std::string grant_account, grant_key, grant_memo;
   std::int64_t grant_credits = 0;
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
   if (credits->parsed()) return cli::ShowCredits(h, token, std::cout);
   if (jobs->parsed()) return cli::ListJobs(h, token, std::cout);
   if (cancel->parsed()) return cli::CancelJob(h, token, job_id, std::cout);
+  if (capacity->parsed()) return cli::AdminCapacity(h, token, std::cout);
   if (grant->parsed()) {
     return cli::AdminGrant(h, token, grant_account, grant_credits, grant_key, grant_memo,
                            std::cout);

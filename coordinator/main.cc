@@ -5,8 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
 #include "ubcp/common/crypto.h"
 #include "ubcp/coordinator/api.h"
@@ -37,7 +41,7 @@ int Fail(const common::Error& e) {
 }
 
 int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path& port_file,
-          common::DatasetPaths datasets) {
+          common::DatasetPaths datasets, const coordinator::EconomyConfig& economy) {
   auto store = coordinator::OpenSqliteStore(paths.db());
   if (!store) return Fail(store.error());
   auto blobs = coordinator::BlobStore::Open(paths.blobs());
@@ -55,6 +59,7 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
   datasets.cache_dir = paths.cache();
   coordinator::CoordinatorConfig config;
   config.datasets = datasets;
+  config.economy = economy;
   coordinator::Coordinator service(**store, *blobs, *key, coordinator::SystemClockSeconds, config);
   service.Reconcile();  // finish any round a crash left complete but not aggregated
   coordinator::Api api(service, config.max_update_bytes);
@@ -71,7 +76,28 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
     std::ofstream(tmp) << (*server)->port() << "\n";
     fs::rename(tmp, port_file);
   }
+  // The economy's clock: periods roll and queued jobs are admitted even when no request comes.
+  std::mutex tick_mu;
+  std::condition_variable tick_cv;
+  bool stopping = false;
+  std::thread ticker([&] {
+    const auto every =
+        std::chrono::seconds(std::clamp<std::int64_t>(economy.period_seconds / 20, 1, 60));
+    std::unique_lock lock(tick_mu);
+    while (!stopping) {
+      lock.unlock();
+      if (auto t = service.Tick(); !t) spdlog::error("economy tick: {}", t.error().ToString());
+      lock.lock();
+      tick_cv.wait_for(lock, every, [&] { return stopping; });
+    }
+  });
   (*server)->Run(/*handle_signals=*/true);
+  {
+    std::lock_guard lock(tick_mu);
+    stopping = true;
+  }
+  tick_cv.notify_all();
+  ticker.join();
   spdlog::info("ubcp-coordinator stopped");
   return 0;
 }
@@ -100,6 +126,21 @@ int main(int argc, char** argv) {
   serve->add_option("--key", options.key_file, "TLS private key (PEM)");
   serve->add_option("--fashion-mnist-dir", datasets.fashion_mnist_dir);
   serve->add_option("--sklearn-data-dir", datasets.sklearn_data_dir);
+  coordinator::EconomyConfig economy;
+  serve->add_option("--period-seconds", economy.period_seconds, "allocation period length")
+      ->check(CLI::Range(std::int64_t{10}, std::int64_t{366} * 86400));
+  serve
+      ->add_option("--reserve-fraction", economy.reserve_fraction,
+                   "part of the forecast held back for verification")
+      ->check(CLI::Range(0.0, 0.9));
+  serve
+      ->add_option("--bootstrap-forecast", economy.bootstrap_forecast_credits,
+                   "forecast (credits) before any period closed, and its floor")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1'000'000'000'000'000}));
+  serve
+      ->add_option("--carry-over-shares", economy.carry_over_shares,
+                   "unspent credits above this many shares expire at a period's end")
+      ->check(CLI::Range(0.0, 1000.0));
 
   auto* add_account = app.add_subcommand("add-account", "create a recipient (or admin) account");
   add_account->add_option("--data", paths.data, "data directory")->required();
@@ -138,7 +179,7 @@ int main(int argc, char** argv) {
                                   "data directory " + paths.data.string() + ": " + ec.message()));
   }
 
-  if (serve->parsed()) return Serve(paths, options, port_file, datasets);
+  if (serve->parsed()) return Serve(paths, options, port_file, datasets, economy);
 
   if (check_ledger->parsed()) {
     if (!fs::exists(paths.db())) {
@@ -185,6 +226,12 @@ int main(int argc, char** argv) {
                                 admin ? coordinator::Role::kAdmin : coordinator::Role::kRecipient,
                                 coordinator::SystemClockSeconds());
     if (!id) return Fail(id.error());
+    // A recipient registered during a period receives that period's share at once.
+    if (!admin) {
+      if (auto issued = (*store)->IssueShare(*id, coordinator::SystemClockSeconds()); !issued) {
+        return Fail(issued.error());
+      }
+    }
     // The token is shown once; only its hash is stored.
     std::cout << token << "\n";
     return 0;

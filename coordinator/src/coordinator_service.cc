@@ -62,7 +62,10 @@ Coordinator::Coordinator(Store& store, const BlobStore& blobs,
       signing_key_(signing_key),
       clock_(std::move(clock)),
       config_(std::move(config)),
-      planner_(store, blobs, config_.datasets) {}
+      planner_(store, blobs, config_.datasets),
+      economy_(store, config_.economy, clock_) {}
+
+common::Status Coordinator::Tick() { return economy_.Tick(); }
 
 common::Result<HostRecord> Coordinator::AuthenticateHost(std::string_view token) {
   if (token.empty()) return MakeError(Errc::kUnauthorized, "missing bearer token");
@@ -352,6 +355,10 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
   if (*finished) {
     spdlog::info("job {} done: final model {} (accuracy {:.4f})", job_id,
                  current.model_blob.substr(0, 12), current.eval_accuracy);
+    // Its refund may let a queued job of the same recipient fit.
+    if (auto admitted = economy_.AdmitQueued(); !admitted) {
+      spdlog::error("allocation after job {}: {}", job_id, admitted.error().ToString());
+    }
   }
   return {};
 }
@@ -366,6 +373,14 @@ void Coordinator::Reconcile() {
     if (auto s = Advance(id); !s) spdlog::error("reconcile job {}: {}", id, s.error().ToString());
   }
 }
+
+namespace {
+constexpr std::int64_t kOnlineWindowS = 600;
+
+common::JobSummary Summarize(const JobRecord& j) {
+  return {j.id, j.name, j.state, j.rounds, j.current_round, j.price_credits};
+}
+}  // namespace
 
 common::Result<common::JobQuote> Coordinator::Quote(const AccountRecord& account,
                                                     const NewJob& planned,
@@ -418,15 +433,18 @@ common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& a
   spdlog::info("job {} '{}' from account {}: {} on {}, {} rounds x {} units, price {}", job_id,
                spec.name, account.id, job.model_spec, spec.dataset, spec.rounds,
                spec.units_per_round, DescribeCredits(job.price_credits));
+  // Queued; admitted now if the period's budget and the recipient's credits allow, otherwise
+  // at a later allocation pass.
+  if (auto admitted = economy_.AdmitQueued(); !admitted) {
+    spdlog::error("allocation after job {}: {}", job_id, admitted.error().ToString());
+  }
   return common::JobCreated{common::kProtocolVersion, job_id};
 }
 
 common::Result<common::JobList> Coordinator::ListJobs(const AccountRecord& account) {
   UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store_.ListJobs(account.id));
   common::JobList list;
-  for (const JobRecord& j : jobs) {
-    list.jobs.push_back({j.id, j.name, j.state, j.rounds, j.current_round, j.price_credits});
-  }
+  for (const JobRecord& j : jobs) list.jobs.push_back(Summarize(j));
   return list;
 }
 
@@ -449,6 +467,54 @@ common::Result<common::CreditsStatus> Coordinator::Credits(const AccountRecord& 
   }
   UBCP_ASSIGN_OR_RETURN(c.spent_credits, store_.SpentByAccount(account.id));
   return c;
+}
+
+common::Result<common::CapacityReport> Coordinator::Capacity(const AccountRecord& admin) {
+  if (admin.role != Role::kAdmin) return MakeError(Errc::kForbidden, "admins only");
+  UBCP_ASSIGN_OR_RETURN(PeriodRecord open, economy_.OpenPeriod());
+  const std::int64_t now = clock_();
+  common::CapacityReport report;
+  report.now = now;
+  UBCP_ASSIGN_OR_RETURN(report.hosts_registered, store_.CountHosts());
+  UBCP_ASSIGN_OR_RETURN(report.hosts_online, store_.CountHostsSeenSince(now - kOnlineWindowS));
+  UBCP_ASSIGN_OR_RETURN(report.validated_total_credits, store_.ValidatedCreditsBetween(0, now + 1));
+  UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> queued, store_.ListQueuedJobs());
+  report.queue_length = static_cast<std::int64_t>(queued.size());
+  auto summarize = [&](const PeriodRecord& p) -> common::Result<common::PeriodSummary> {
+    common::PeriodSummary s;
+    s.id = p.id;
+    s.starts_at = p.starts_at;
+    s.ends_at = p.ends_at;
+    s.forecast_credits = p.forecast_credits;
+    s.reserve_credits = p.reserve_credits;
+    s.budget_credits = p.budget_credits;
+    s.share_credits = p.share_credits;
+    s.recipients = p.recipients;
+    s.admitted_credits = p.admitted_credits;
+    s.closed = p.closed;
+    if (p.closed) {
+      s.validated_credits = p.validated_credits;
+    } else {
+      UBCP_ASSIGN_OR_RETURN(s.validated_credits,
+                            store_.ValidatedCreditsBetween(p.starts_at, now + 1));
+    }
+    UBCP_ASSIGN_OR_RETURN(LedgerTotals totals,
+                          store_.TotalsBetween(p.starts_at, p.closed ? p.ends_at : now + 1));
+    s.issued_credits = totals.issued + totals.granted;
+    s.spent_credits = totals.spent;
+    s.expired_credits = totals.expired;
+    return s;
+  };
+  UBCP_ASSIGN_OR_RETURN(report.period, summarize(open));
+  UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> admitted, store_.ListJobsAdmittedIn(open.id));
+  for (const JobRecord& j : admitted) report.admitted.push_back(Summarize(j));
+  UBCP_ASSIGN_OR_RETURN(std::vector<PeriodRecord> recent, store_.RecentPeriods(13));
+  for (const PeriodRecord& p : recent) {
+    if (!p.closed || report.history.size() >= 12) continue;
+    UBCP_ASSIGN_OR_RETURN(common::PeriodSummary s, summarize(p));
+    report.history.push_back(s);
+  }
+  return report;
 }
 
 common::Result<common::CreditsStatus> Coordinator::Grant(const AccountRecord& admin,

@@ -100,6 +100,21 @@ class SqliteStoreTest : public ::testing::Test {
   }
 
   // A running job whose round 0 has the given units (each on shard i of its kind's shards).
+  // Admits a queued job in an open period (opened here with room for everything).
+  void Admit(std::int64_t job_id) {
+    if (!store().CurrentPeriod()->has_value()) {
+      PeriodRoll roll;
+      roll.next.starts_at = 0;
+      roll.next.ends_at = 1'000'000'000;
+      roll.next.forecast_credits = roll.next.budget_credits = 1'000'000;
+      ASSERT_TRUE(store().RollPeriod(roll));
+    }
+    auto admitted = store().AdmitJob(job_id, store().CurrentPeriod()->value().id, 1);
+    ASSERT_TRUE(admitted) << admitted.error().ToString();
+    EXPECT_TRUE(*admitted);
+  }
+
+  // A running job (created queued, then admitted).
   std::int64_t MakeJob(const std::vector<std::string>& kinds, std::int64_t lease_seconds = 600,
                        std::int64_t now = 100) {
     AddBlob("model-0", 1000, "model");
@@ -127,7 +142,10 @@ class SqliteStoreTest : public ::testing::Test {
     job.now = now;
     auto id = store().CreateJob(job);
     EXPECT_TRUE(id) << id.error().ToString();
-    return id ? *id : 0;
+    if (!id) return 0;
+    EXPECT_EQ(store().GetJob(*id)->state, "queued");
+    Admit(*id);
+    return *id;
   }
 
   // Leases a unit that must exist.
@@ -508,7 +526,9 @@ TEST_F(SqliteStoreTest, LeaseFailsCleanlyWhenModelBlobIsUnknown) {
   job.initial_model = "never-recorded";
   job.shards = {{ShardKind::kTrain, 0, "train", 1}};
   job.round0_units = {UnitPlan{kFinetune, 0, 1}};
-  ASSERT_TRUE(store().CreateJob(job));
+  auto id = store().CreateJob(job);
+  ASSERT_TRUE(id);
+  Admit(*id);
   EXPECT_EQ(CodeOf(store().LeaseUnit(1, {kFinetune}, 1000, PlainSigner())), Errc::kInternal);
   EXPECT_EQ(store().GetUnit(1)->state, UnitState::kPending);
 }

@@ -54,7 +54,7 @@ TEST_F(EconomyTest, QuoteShowsThePriceAndWritesNothing) {
   EXPECT_EQ(quote->eval_units, 4 * 1);
   EXPECT_DOUBLE_EQ(quote->flop, quote->price_credits * 1e6);
   EXPECT_TRUE(quote->affordable);
-  EXPECT_EQ(quote->balance_credits, kAliceCredits);
+  EXPECT_EQ(quote->balance_credits, alice_start_);
   EXPECT_EQ(BlobFiles(), blobs_before);
   EXPECT_TRUE(store_->ListJobs(alice_id_)->empty());
 
@@ -62,7 +62,7 @@ TEST_F(EconomyTest, QuoteShowsThePriceAndWritesNothing) {
   const std::int64_t job_id = SubmitJob(DigitsJob(3));
   EXPECT_EQ(store_->GetJob(job_id)->price_credits, quote->price_credits);
   EXPECT_EQ(Credits(token_).reserved_credits, quote->price_credits);
-  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - quote->price_credits);
+  EXPECT_EQ(Credits(token_).balance_credits, alice_start_ - quote->price_credits);
   ExpectLedgerSound();
 }
 
@@ -117,14 +117,14 @@ TEST_F(EconomyTest, CancellingRefundsWhatTheJobDidNotUse) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(common::ParseJobStatus(r->body)->state, "cancelled");
-  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - spent);
+  EXPECT_EQ(Credits(token_).balance_credits, alice_start_ - spent);
   EXPECT_EQ(Credits(token_).reserved_credits, 0);
   EXPECT_EQ(Credits(token_).spent_credits, spent);
   // Cancelling again changes nothing; a cancelled job hands out no work.
   r = Post(*NewHttp(), "/v1/jobs/" + std::to_string(job_id) + "/cancel", "", token_);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits - spent);
+  EXPECT_EQ(Credits(token_).balance_credits, alice_start_ - spent);
   auto none = donor->api->RequestWork(finetune);
   ASSERT_TRUE(none);
   EXPECT_FALSE(none->has_value());
@@ -151,13 +151,13 @@ TEST_F(EconomyTest, GrantsNeedAnAdminAndCountOncePerKey) {
   r = Post(*NewHttp(), "/v1/admin/grants", body, "");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
-  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits);
+  EXPECT_EQ(Credits(token_).balance_credits, alice_start_);
 
   for (int i = 0; i < 2; ++i) {  // the retry changes nothing
     r = Post(*NewHttp(), "/v1/admin/grants", body, admin);
     ASSERT_TRUE(r);
     ASSERT_EQ(r->status, 200) << r->body;
-    EXPECT_EQ(common::ParseCreditsStatus(r->body)->balance_credits, kAliceCredits + 1000);
+    EXPECT_EQ(common::ParseCreditsStatus(r->body)->balance_credits, alice_start_ + 1000);
   }
   grant.credits = 2000;  // the same key for another amount is a conflict
   r = Post(*NewHttp(), "/v1/admin/grants", common::SerializeGrantRequest(grant), admin);
@@ -168,7 +168,7 @@ TEST_F(EconomyTest, GrantsNeedAnAdminAndCountOncePerKey) {
   r = Post(*NewHttp(), "/v1/admin/grants", common::SerializeGrantRequest(grant), admin);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404) << r->body;
-  EXPECT_EQ(Credits(token_).balance_credits, kAliceCredits + 1000);
+  EXPECT_EQ(Credits(token_).balance_credits, alice_start_ + 1000);
   ExpectLedgerSound();
 }
 

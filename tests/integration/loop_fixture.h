@@ -71,6 +71,8 @@ class LoopTest : public ::testing::Test {
     now_ = coordinator::SystemClockSeconds();
     coordinator::CoordinatorConfig config;
     config.datasets.cache_dir = dir_ / "cache";
+    config.economy.period_seconds = 3600;
+    config.economy.bootstrap_forecast_credits = 2'000'000'000;
     service_ = std::make_unique<coordinator::Coordinator>(
         *store_, *blobs_, *signing_key_, [this] { return now_.load(); }, config);
     api_ = std::make_unique<coordinator::Api>(*service_, 1 << 20);
@@ -93,6 +95,10 @@ class LoopTest : public ::testing::Test {
     ASSERT_TRUE(store_->PostLedger(coordinator::Transfer(
         "grant:test", coordinator::LedgerKind::kGrant, std::string(coordinator::kIssuanceAccount),
         coordinator::RecipientAccount(alice_id_), kAliceCredits, now_)));
+    // The first allocation period opens and issues alice's basic share.
+    ASSERT_TRUE(service_->Tick());
+    alice_start_ = *store_->Balance(coordinator::RecipientAccount(alice_id_));
+    ASSERT_GT(alice_start_, kAliceCredits);
   }
 
   void TearDown() override {
@@ -192,6 +198,7 @@ class LoopTest : public ::testing::Test {
   std::string token_;
   std::int64_t alice_id_ = 0;
   static constexpr std::int64_t kAliceCredits = 1'000'000'000;
+  std::int64_t alice_start_ = 0;  // the grant plus the first period's share
 };
 
 }  // namespace ubcp::itest

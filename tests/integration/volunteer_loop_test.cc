@@ -61,7 +61,7 @@ TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
   EXPECT_EQ(*store_->SpentByAccount(alice_id_), job->price_credits);
   EXPECT_EQ(*store_->Balance(coordinator::JobAccount(job_id)), 0);
   EXPECT_EQ(*store_->Balance(coordinator::RecipientAccount(alice_id_)),
-            kAliceCredits - job->price_credits);
+            alice_start_ - job->price_credits);
   EXPECT_EQ(*store_->Balance(coordinator::DonorAccount(donors[0]->registration.host_id)) +
                 *store_->Balance(coordinator::DonorAccount(donors[1]->registration.host_id)),
             job->price_credits);

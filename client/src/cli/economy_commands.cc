@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/economy_commands.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ostream>
 
@@ -68,6 +69,37 @@ int CancelJob(HttpsClient& http, const std::string& token, std::int64_t job_id, 
   auto status = common::ParseJobStatus(*body);
   if (!status) return PrintError(status.error());
   out << "job " << status->job_id << " is " << status->state << "\n";
+  return 0;
+}
+
+int AdminCapacity(HttpsClient& http, const std::string& token, std::ostream& out) {
+  auto body = Call(http, token, "GET", "/v1/admin/capacity");
+  if (!body) return PrintError(body.error());
+  auto r = common::ParseCapacityReport(*body);
+  if (!r) return PrintError(r.error());
+  const common::PeriodSummary& p = r->period;
+  out << "donors: " << r->hosts_online << " online of " << r->hosts_registered
+      << " registered; validated work so far " << Describe(r->validated_total_credits) << "\n"
+      << "period " << p.id << " (" << (p.ends_at - p.starts_at) << " s, ends in "
+      << std::max<std::int64_t>(0, p.ends_at - r->now) << " s):\n"
+      << "  B         " << Describe(p.budget_credits) << "\n"
+      << "  forecast  " << Describe(p.forecast_credits) << ", reserve "
+      << Describe(p.reserve_credits) << "\n"
+      << "  share     " << Describe(p.share_credits) << " for each of " << p.recipients
+      << " recipients\n"
+      << "  issued    " << Describe(p.issued_credits) << "\n"
+      << "  spent     " << Describe(p.spent_credits) << "\n"
+      << "  validated " << Describe(p.validated_credits) << "\n"
+      << "  admitted  " << Describe(p.admitted_credits) << " in " << r->admitted.size()
+      << " jobs; queue: " << r->queue_length << " waiting\n";
+  for (const auto& j : r->admitted) {
+    out << "    job " << j.job_id << " " << j.state << " " << Describe(j.price_credits) << " "
+        << j.name << "\n";
+  }
+  for (const auto& h : r->history) {
+    out << "  period " << h.id << ": B " << Describe(h.budget_credits) << ", validated "
+        << Describe(h.validated_credits) << ", expired " << Describe(h.expired_credits) << "\n";
+  }
   return 0;
 }
 

@@ -19,6 +19,9 @@ int QuoteJob(HttpsClient& http, const std::string& token, const std::filesystem:
              std::ostream& out);
 int ListJobs(HttpsClient& http, const std::string& token, std::ostream& out);
 int CancelJob(HttpsClient& http, const std::string& token, std::int64_t job_id, std::ostream& out);
+// `ubcp admin capacity`: donors online, validated work, B, credits issued and spent, the queue
+// and the current period's allocation.
+int AdminCapacity(HttpsClient& http, const std::string& token, std::ostream& out);
 int AdminGrant(HttpsClient& http, const std::string& token, const std::string& account,
                std::int64_t credits, const std::string& key, const std::string& memo,
                std::ostream& out);

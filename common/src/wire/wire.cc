@@ -666,6 +666,73 @@ bool GrantKeyChar(char c) {
 }
 }  // namespace
 
+namespace {
+
+boost::json::object PeriodJson(const PeriodSummary& p) {
+  boost::json::object o;
+  o["id"] = p.id;
+  o["starts_at"] = p.starts_at;
+  o["ends_at"] = p.ends_at;
+  o["forecast_credits"] = p.forecast_credits;
+  o["reserve_credits"] = p.reserve_credits;
+  o["budget_credits"] = p.budget_credits;
+  o["share_credits"] = p.share_credits;
+  o["recipients"] = p.recipients;
+  o["admitted_credits"] = p.admitted_credits;
+  o["validated_credits"] = p.validated_credits;
+  o["issued_credits"] = p.issued_credits;
+  o["spent_credits"] = p.spent_credits;
+  o["expired_credits"] = p.expired_credits;
+  o["closed"] = p.closed;
+  return o;
+}
+
+boost::json::object JobSummaryJson(const JobSummary& j) {
+  boost::json::object o;
+  o["job_id"] = j.job_id;
+  o["name"] = j.name;
+  o["state"] = j.state;
+  o["rounds"] = j.rounds;
+  o["current_round"] = j.current_round;
+  o["price_credits"] = j.price_credits;
+  return o;
+}
+
+Result<PeriodSummary> ReadPeriodSummary(ObjectReader& r) {
+  PeriodSummary p;
+  UBCP_ASSIGN_OR_RETURN(p.id, r.Int64("id", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(p.starts_at, r.Int64("starts_at", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(p.ends_at, r.Int64("ends_at", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(p.forecast_credits, r.Int64("forecast_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.reserve_credits, r.Int64("reserve_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.budget_credits, r.Int64("budget_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.share_credits, r.Int64("share_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.recipients, r.Int64("recipients", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(p.admitted_credits, r.Int64("admitted_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.validated_credits, r.Int64("validated_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.issued_credits, r.Int64("issued_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.spent_credits, r.Int64("spent_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.expired_credits, r.Int64("expired_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(p.closed, r.Bool("closed"));
+  UBCP_RETURN_IF_ERROR(r.Finish());
+  return p;
+}
+
+Result<JobSummary> ReadJobSummary(ObjectReader& j) {
+  JobSummary s;
+  UBCP_ASSIGN_OR_RETURN(s.job_id, j.Int64("job_id", 1, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(s.name, j.String("name", kMaxStringField));
+  UBCP_ASSIGN_OR_RETURN(s.state,
+                        j.Enum("state", {"queued", "running", "done", "failed", "cancelled"}));
+  UBCP_ASSIGN_OR_RETURN(s.rounds, j.Int("rounds", 0, kMaxRounds));
+  UBCP_ASSIGN_OR_RETURN(s.current_round, j.Int("current_round", 0, kMaxRounds));
+  UBCP_ASSIGN_OR_RETURN(s.price_credits, j.Int64("price_credits", 0, kMaxCredits));
+  UBCP_RETURN_IF_ERROR(j.Finish());
+  return s;
+}
+
+}  // namespace
+
 std::string SerializeJobQuote(const JobQuote& q) {
   boost::json::object o;
   o["protocol"] = q.protocol;
@@ -746,16 +813,7 @@ Result<GrantRequest> ParseGrantRequest(std::string_view json) {
 
 std::string SerializeJobList(const JobList& l) {
   boost::json::array jobs;
-  for (const JobSummary& j : l.jobs) {
-    boost::json::object o;
-    o["job_id"] = j.job_id;
-    o["name"] = j.name;
-    o["state"] = j.state;
-    o["rounds"] = j.rounds;
-    o["current_round"] = j.current_round;
-    o["price_credits"] = j.price_credits;
-    jobs.push_back(std::move(o));
-  }
+  for (const JobSummary& j : l.jobs) jobs.push_back(JobSummaryJson(j));
   boost::json::object o;
   o["protocol"] = l.protocol;
   o["jobs"] = std::move(jobs);
@@ -771,18 +829,60 @@ Result<JobList> ParseJobList(std::string_view json) {
           UBCP_ASSIGN_OR_RETURN(
               ObjectReader j,
               json::ObjectValue((*jobs)[i], r.path() + ".jobs[" + std::to_string(i) + "]"));
-          JobSummary s;
-          UBCP_ASSIGN_OR_RETURN(s.job_id, j.Int64("job_id", 1, kMaxInt64));
-          UBCP_ASSIGN_OR_RETURN(s.name, j.String("name", kMaxStringField));
-          UBCP_ASSIGN_OR_RETURN(
-              s.state, j.Enum("state", {"queued", "running", "done", "failed", "cancelled"}));
-          UBCP_ASSIGN_OR_RETURN(s.rounds, j.Int("rounds", 0, kMaxRounds));
-          UBCP_ASSIGN_OR_RETURN(s.current_round, j.Int("current_round", 0, kMaxRounds));
-          UBCP_ASSIGN_OR_RETURN(s.price_credits, j.Int64("price_credits", 0, kMaxCredits));
-          UBCP_RETURN_IF_ERROR(j.Finish());
+          UBCP_ASSIGN_OR_RETURN(JobSummary s, ReadJobSummary(j));
           l.jobs.push_back(std::move(s));
         }
         return l;
+      });
+}
+
+std::string SerializeCapacityReport(const CapacityReport& r) {
+  boost::json::array admitted, history;
+  for (const JobSummary& j : r.admitted) admitted.push_back(JobSummaryJson(j));
+  for (const PeriodSummary& p : r.history) history.push_back(PeriodJson(p));
+  boost::json::object o;
+  o["protocol"] = r.protocol;
+  o["now"] = r.now;
+  o["hosts_registered"] = r.hosts_registered;
+  o["hosts_online"] = r.hosts_online;
+  o["validated_total_credits"] = r.validated_total_credits;
+  o["queue_length"] = r.queue_length;
+  o["period"] = PeriodJson(r.period);
+  o["admitted"] = std::move(admitted);
+  o["history"] = std::move(history);
+  return boost::json::serialize(o);
+}
+
+Result<CapacityReport> ParseCapacityReport(std::string_view json) {
+  return ParseMessage(
+      json, kMaxJobStatusJson * 4, "capacity", true, [](ObjectReader& r) -> Result<CapacityReport> {
+        CapacityReport c;
+        UBCP_ASSIGN_OR_RETURN(c.now, r.Int64("now", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(c.hosts_registered, r.Int64("hosts_registered", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(c.hosts_online, r.Int64("hosts_online", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(c.validated_total_credits,
+                              r.Int64("validated_total_credits", 0, kMaxCredits));
+        UBCP_ASSIGN_OR_RETURN(c.queue_length, r.Int64("queue_length", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(ObjectReader period, r.Object("period"));
+        UBCP_ASSIGN_OR_RETURN(c.period, ReadPeriodSummary(period));
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* admitted,
+                              r.Array("admitted", kMaxListedJobs));
+        for (std::size_t i = 0; i < admitted->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader j,
+              json::ObjectValue((*admitted)[i], r.path() + ".admitted[" + std::to_string(i) + "]"));
+          UBCP_ASSIGN_OR_RETURN(JobSummary s, ReadJobSummary(j));
+          c.admitted.push_back(std::move(s));
+        }
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* history, r.Array("history", 12));
+        for (std::size_t i = 0; i < history->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader p,
+              json::ObjectValue((*history)[i], r.path() + ".history[" + std::to_string(i) + "]"));
+          UBCP_ASSIGN_OR_RETURN(PeriodSummary s, ReadPeriodSummary(p));
+          c.history.push_back(std::move(s));
+        }
+        return c;
       });
 }
 

@@ -203,6 +203,11 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       if (!credits) return ErrorResponse(credits.error());
       return Json(200, common::SerializeCreditsStatus(*credits));
     }
+    if (m == "GET" && n == 2 && parts[1] == "capacity") {
+      auto report = coordinator_.Capacity(*account);
+      if (!report) return ErrorResponse(report.error());
+      return Json(200, common::SerializeCapacityReport(*report));
+    }
     return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
   }
 

@@ -155,6 +155,25 @@ CREATE TABLE ledger_entries (
   UNIQUE (txn_key, account)
 );
 CREATE INDEX ledger_by_account ON ledger_entries (account);
+
+-- Allocation periods: the budget B(t) and the basic share each recipient receives.
+CREATE TABLE periods (
+  id                INTEGER PRIMARY KEY,
+  starts_at         INTEGER NOT NULL,
+  ends_at           INTEGER NOT NULL CHECK (ends_at > starts_at),
+  forecast_credits  INTEGER NOT NULL CHECK (forecast_credits >= 0),
+  reserve_credits   INTEGER NOT NULL CHECK (reserve_credits >= 0),
+  budget_credits    INTEGER NOT NULL CHECK (budget_credits >= 0),
+  share_credits     INTEGER NOT NULL CHECK (share_credits >= 0),
+  recipients        INTEGER NOT NULL CHECK (recipients >= 0),
+  admitted_credits  INTEGER NOT NULL DEFAULT 0 CHECK (admitted_credits >= 0),
+  -- Set when the period closes: the credits of results accepted during it.
+  validated_credits INTEGER NOT NULL DEFAULT 0 CHECK (validated_credits >= 0),
+  closed            INTEGER NOT NULL DEFAULT 0 CHECK (closed IN (0, 1))
+);
+ALTER TABLE jobs ADD COLUMN admitted_period INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_by_state ON jobs (state, created_at, id);
+CREATE INDEX results_by_time ON results (received_at);
 )sql"},
 };
 

@@ -11,6 +11,7 @@
 #include <ctime>
 #include <exception>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -190,6 +191,18 @@ class SqliteStore final : public Store {
   Result<JobRecord> GetJob(std::int64_t job_id) override;
   Result<std::vector<JobRecord>> ListJobs(std::int64_t account_id) override;
   Result<std::vector<std::int64_t>> ListRunningJobIds() override;
+  Result<std::vector<JobRecord>> ListQueuedJobs() override;
+  Result<bool> AdmitJob(std::int64_t job_id, std::int64_t period_id, std::int64_t now) override;
+  Result<std::optional<PeriodRecord>> CurrentPeriod() override;
+  Result<std::vector<PeriodRecord>> RecentPeriods(int limit) override;
+  Result<std::int64_t> ValidatedCreditsBetween(std::int64_t from, std::int64_t to) override;
+  Result<PeriodRecord> RollPeriod(const PeriodRoll& roll) override;
+  Result<bool> IssueShare(std::int64_t account_id, std::int64_t now) override;
+  Result<std::vector<RecipientUsage>> RecipientUsages(std::int64_t now,
+                                                      double half_life_s) override;
+  Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) override;
+  Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) override;
+  Result<std::int64_t> CountHostsSeenSince(std::int64_t since) override;
   Result<std::vector<ShardRecord>> ListShards(std::int64_t job_id) override;
   Result<RoundRecord> GetRound(std::int64_t job_id, int round) override;
   Result<std::vector<RoundSummary>> SummarizeRounds(std::int64_t job_id) override;
@@ -243,6 +256,9 @@ class SqliteStore final : public Store {
   Result<bool> Post(const LedgerTxn& txn);
   // Moves whatever job:<id> still holds back to the job's recipient.
   Status RefundRemainder(const JobRecord& job, std::int64_t now);
+  Result<std::optional<PeriodRecord>> LoadOpenPeriod();
+  Result<std::int64_t> LoadValidated(std::int64_t from, std::int64_t to);
+  Result<bool> IssueShareIn(const PeriodRecord& period, std::int64_t account_id, std::int64_t now);
 
   std::mutex mu_;
   sqlite::Db db_;  // declared before statements_: statements are finalized first
@@ -624,21 +640,13 @@ Result<std::int64_t> SqliteStore::CreateJob(const NewJob& job) {
       UBCP_ASSIGN_OR_RETURN(auto stmt,
                             Sql("INSERT INTO jobs (account_id, name, spec_json, model_spec, "
                                 "state, rounds, current_round, lease_seconds, created_at, "
-                                "updated_at, price_credits) VALUES (?1, ?2, ?3, ?4, 'running', ?5, "
+                                "updated_at, price_credits) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, "
                                 "0, ?6, ?7, ?7, ?8)"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(job.account_id, job.name, job.spec_json, job.model_spec,
                                          job.rounds, job.lease_seconds, job.now,
                                          job.price_credits));
       UBCP_RETURN_IF_ERROR(stmt->Run());
       job_id = LastRowId();
-    }
-    if (job.price_credits > 0) {
-      LedgerTxn reserve = Transfer("reserve:job:" + std::to_string(job_id), LedgerKind::kReserve,
-                                   RecipientAccount(job.account_id), JobAccount(job_id),
-                                   job.price_credits, job.now);
-      reserve.job_id = job_id;
-      reserve.memo = job.name;
-      UBCP_RETURN_IF_ERROR(Post(reserve));
     }
     for (const ShardRecord& shard : job.shards) {
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO job_shards (job_id, kind, shard_index, "
@@ -1078,6 +1086,304 @@ Result<bool> SqliteStore::CancelJob(std::int64_t job_id, std::int64_t now) {
   });
 }
 
+Result<std::vector<JobRecord>> SqliteStore::ListQueuedJobs() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
+                                         "state, rounds, current_round, lease_seconds, "
+                                         "final_model, error, created_at, updated_at, "
+                                         "price_credits FROM jobs WHERE state = 'queued' "
+                                         "ORDER BY created_at, id"));
+    std::vector<JobRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadJob(*stmt));
+    }
+    return out;
+  });
+}
+
+Result<bool> SqliteStore::AdmitJob(std::int64_t job_id, std::int64_t period_id, std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    UBCP_ASSIGN_OR_RETURN(JobRecord job, LoadJob(job_id));
+    if (job.state != "queued") return false;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE jobs SET state = 'running', "
+                                           "admitted_period = ?2, updated_at = ?3 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, period_id, now));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE periods SET admitted_credits = "
+                                           "admitted_credits + ?2 WHERE id = ?1 AND closed = 0"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(period_id, job.price_credits));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      if (Changes() != 1) {
+        return MakeError(Errc::kConflict, "period " + std::to_string(period_id) + " is not open");
+      }
+    }
+    if (job.price_credits > 0) {
+      LedgerTxn reserve =
+          Transfer("reserve:job:" + std::to_string(job_id), LedgerKind::kReserve,
+                   RecipientAccount(job.account_id), JobAccount(job_id), job.price_credits, now);
+      reserve.job_id = job_id;
+      reserve.memo = job.name;
+      UBCP_ASSIGN_OR_RETURN(bool posted, Post(reserve));
+      if (!posted) {
+        return MakeError(Errc::kInternal, "job " + std::to_string(job_id) + " reserved twice");
+      }
+    }
+    return true;
+  });
+}
+
+// ---- periods ----
+
+namespace {
+constexpr std::string_view kPeriodColumns =
+    "SELECT id, starts_at, ends_at, forecast_credits, reserve_credits, budget_credits, "
+    "share_credits, recipients, admitted_credits, validated_credits, closed FROM periods ";
+
+PeriodRecord ReadPeriod(const Statement& s) {
+  PeriodRecord p;
+  p.id = s.Int64(0);
+  p.starts_at = s.Int64(1);
+  p.ends_at = s.Int64(2);
+  p.forecast_credits = s.Int64(3);
+  p.reserve_credits = s.Int64(4);
+  p.budget_credits = s.Int64(5);
+  p.share_credits = s.Int64(6);
+  p.recipients = s.Int64(7);
+  p.admitted_credits = s.Int64(8);
+  p.validated_credits = s.Int64(9);
+  p.closed = s.Int64(10) != 0;
+  return p;
+}
+}  // namespace
+
+Result<std::optional<PeriodRecord>> SqliteStore::LoadOpenPeriod() {
+  static const std::string sql =
+      std::string(kPeriodColumns) + "WHERE closed = 0 ORDER BY id DESC LIMIT 1";
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return std::optional<PeriodRecord>();
+  return std::optional<PeriodRecord>(ReadPeriod(*stmt));
+}
+
+Result<std::optional<PeriodRecord>> SqliteStore::CurrentPeriod() {
+  return Transact(TxKind::kRead, [&]() { return LoadOpenPeriod(); });
+}
+
+Result<std::vector<PeriodRecord>> SqliteStore::RecentPeriods(int limit) {
+  if (limit < 1 || limit > 10000) return MakeError(Errc::kInvalidArgument, "limit out of range");
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<PeriodRecord>> {
+    static const std::string sql = std::string(kPeriodColumns) + "ORDER BY id DESC LIMIT ?1";
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(limit));
+    std::vector<PeriodRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadPeriod(*stmt));
+    }
+    return out;
+  });
+}
+
+Result<std::int64_t> SqliteStore::LoadValidated(std::int64_t from, std::int64_t to) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COALESCE(SUM(credits), 0) FROM results "
+                                       "WHERE received_at >= ?1 AND received_at < ?2"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(from, to));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kInternal, "SUM returned no row");
+  return stmt->Int64(0);
+}
+
+Result<std::int64_t> SqliteStore::ValidatedCreditsBetween(std::int64_t from, std::int64_t to) {
+  return Transact(TxKind::kRead, [&]() { return LoadValidated(from, to); });
+}
+
+Result<bool> SqliteStore::IssueShareIn(const PeriodRecord& period, std::int64_t account_id,
+                                       std::int64_t now) {
+  if (period.share_credits <= 0) return false;
+  LedgerTxn issue = Transfer(
+      "issue:" + std::to_string(period.id) + ":" + std::to_string(account_id), LedgerKind::kIssue,
+      std::string(kIssuanceAccount), RecipientAccount(account_id), period.share_credits, now);
+  issue.memo = "basic share of period " + std::to_string(period.id);
+  return Post(issue);
+}
+
+Result<PeriodRecord> SqliteStore::RollPeriod(const PeriodRoll& roll) {
+  const PeriodRecord& n = roll.next;
+  if (n.ends_at <= n.starts_at || n.forecast_credits < 0 || n.reserve_credits < 0 ||
+      n.budget_credits < 0 || n.share_credits < 0 || roll.carry_cap_credits < 0) {
+    return MakeError(Errc::kInvalidArgument, "period figures out of range");
+  }
+  return Transact(TxKind::kWrite, [&]() -> Result<PeriodRecord> {
+    UBCP_ASSIGN_OR_RETURN(std::optional<PeriodRecord> open, LoadOpenPeriod());
+    const std::int64_t open_id = open ? open->id : 0;
+    if (open_id != roll.close_id) {
+      return MakeError(Errc::kConflict,
+                       "period " + std::to_string(roll.close_id) + " is not the open period");
+    }
+    std::vector<std::int64_t> recipients;  // every recipient account: expiry and the new issue
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("SELECT id FROM accounts WHERE role = 'recipient' ORDER BY id"));
+      for (;;) {
+        UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+        if (!row) break;
+        recipients.push_back(stmt->Int64(0));
+      }
+    }
+    if (open) {
+      UBCP_ASSIGN_OR_RETURN(std::int64_t validated, LoadValidated(open->starts_at, open->ends_at));
+      {
+        UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE periods SET closed = 1, "
+                                             "validated_credits = ?2 WHERE id = ?1"));
+        UBCP_RETURN_IF_ERROR(stmt->BindAll(open->id, validated));
+        UBCP_RETURN_IF_ERROR(stmt->Run());
+      }
+      for (std::int64_t account : recipients) {
+        UBCP_ASSIGN_OR_RETURN(std::int64_t balance, LoadBalance(RecipientAccount(account)));
+        if (balance <= roll.carry_cap_credits) continue;
+        LedgerTxn expire =
+            Transfer("expire:" + std::to_string(open->id) + ":" + std::to_string(account),
+                     LedgerKind::kExpire, RecipientAccount(account), std::string(kExpiredAccount),
+                     balance - roll.carry_cap_credits, roll.now);
+        expire.memo = "above the carry-over cap at the end of period " + std::to_string(open->id);
+        UBCP_RETURN_IF_ERROR(Post(expire));
+      }
+    }
+    PeriodRecord next = n;
+    next.recipients = static_cast<std::int64_t>(recipients.size());
+    next.admitted_credits = 0;
+    next.validated_credits = 0;
+    next.closed = false;
+    {
+      UBCP_ASSIGN_OR_RETURN(
+          auto stmt,
+          Sql("INSERT INTO periods (starts_at, ends_at, forecast_credits, reserve_credits, "
+              "budget_credits, share_credits, recipients) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(next.starts_at, next.ends_at, next.forecast_credits,
+                                         next.reserve_credits, next.budget_credits,
+                                         next.share_credits, next.recipients));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      next.id = LastRowId();
+    }
+    for (std::int64_t account : recipients) {
+      UBCP_RETURN_IF_ERROR(IssueShareIn(next, account, roll.now));
+    }
+    return next;
+  });
+}
+
+Result<bool> SqliteStore::IssueShare(std::int64_t account_id, std::int64_t now) {
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    UBCP_ASSIGN_OR_RETURN(std::optional<PeriodRecord> open, LoadOpenPeriod());
+    if (!open) return false;
+    UBCP_ASSIGN_OR_RETURN(bool issued, IssueShareIn(*open, account_id, now));
+    if (issued) {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("UPDATE periods SET recipients = recipients + 1 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(open->id));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    return issued;
+  });
+}
+
+Result<std::vector<RecipientUsage>> SqliteStore::RecipientUsages(std::int64_t now,
+                                                                 double half_life_s) {
+  if (!(half_life_s > 0)) return MakeError(Errc::kInvalidArgument, "half-life must be positive");
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<RecipientUsage>> {
+    std::vector<RecipientUsage> out;
+    std::map<std::int64_t, std::size_t> index;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("SELECT id FROM accounts WHERE role = 'recipient' ORDER BY id"));
+      for (;;) {
+        UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+        if (!row) break;
+        index[stmt->Int64(0)] = out.size();
+        out.push_back({stmt->Int64(0), 0, 0.0});
+      }
+    }
+    for (auto& u : out) {
+      UBCP_ASSIGN_OR_RETURN(u.balance_credits, LoadBalance(RecipientAccount(u.account_id)));
+    }
+    // Spending per account and hour; older hours count for less (2^(-age / half-life)).
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT j.account_id, t.at / 3600, SUM(e.amount)
+FROM ledger_txns t JOIN ledger_entries e ON e.txn_key = t.key JOIN jobs j ON j.id = t.job_id
+WHERE t.kind = 'spend' AND e.account = 'spent'
+GROUP BY j.account_id, t.at / 3600)sql"));
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      auto it = index.find(stmt->Int64(0));
+      if (it == index.end()) continue;
+      const double age = std::max(0.0, static_cast<double>(now - stmt->Int64(1) * 3600));
+      out[it->second].recent_usage_credits +=
+          static_cast<double>(stmt->Int64(2)) * std::exp2(-age / half_life_s);
+    }
+    return out;
+  });
+}
+
+Result<LedgerTotals> SqliteStore::TotalsBetween(std::int64_t from, std::int64_t to) {
+  return Transact(TxKind::kRead, [&]() -> Result<LedgerTotals> {
+    // Each movement counted once: by its positive leg.
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT t.kind, COALESCE(SUM(e.amount), 0) "
+                                         "FROM ledger_txns t JOIN ledger_entries e "
+                                         "ON e.txn_key = t.key WHERE e.amount > 0 "
+                                         "AND t.at >= ?1 AND t.at < ?2 GROUP BY t.kind"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(from, to));
+    LedgerTotals totals;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      const std::string kind = stmt->Text(0);
+      const std::int64_t sum = stmt->Int64(1);
+      if (kind == "issue") totals.issued = sum;
+      if (kind == "grant") totals.granted = sum;
+      if (kind == "reserve") totals.reserved = sum;
+      if (kind == "spend") totals.spent = sum;
+      if (kind == "refund") totals.refunded = sum;
+      if (kind == "expire") totals.expired = sum;
+    }
+    return totals;
+  });
+}
+
+Result<std::vector<JobRecord>> SqliteStore::ListJobsAdmittedIn(std::int64_t period_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
+                                         "state, rounds, current_round, lease_seconds, "
+                                         "final_model, error, created_at, updated_at, "
+                                         "price_credits FROM jobs WHERE admitted_period = ?1 "
+                                         "ORDER BY id"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(period_id));
+    std::vector<JobRecord> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      out.push_back(ReadJob(*stmt));
+    }
+    return out;
+  });
+}
+
+Result<std::int64_t> SqliteStore::CountHostsSeenSince(std::int64_t since) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::int64_t> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COUNT(*) FROM hosts WHERE last_seen_at >= ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(since));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+    return stmt->Int64(0);
+  });
+}
+
 // ---- ledger ----
 
 Result<std::int64_t> SqliteStore::LoadBalance(const std::string& account) {
@@ -1244,7 +1550,7 @@ FROM jobs j)sql",
         }));
     UBCP_RETURN_IF_ERROR(each_row(
         "SELECT j.id, j.state, COALESCE(SUM(e.amount), 0) FROM jobs j LEFT JOIN ledger_entries e "
-        "ON e.account = 'job:' || j.id WHERE j.state NOT IN ('running', 'queued') "
+        "ON e.account = 'job:' || j.id WHERE j.state != 'running' "
         "GROUP BY j.id HAVING COALESCE(SUM(e.amount), 0) != 0",
         [&](const Statement& s) {
           problems.push_back("job " + std::to_string(s.Int64(0)) + " is " + s.Text(1) +

@@ -248,6 +248,33 @@ inline constexpr std::size_t kMaxListedJobs = 10000;
 std::string SerializeJobList(const JobList& l);
 Result<JobList> ParseJobList(std::string_view json);
 
+// GET /v1/admin/capacity (admin token): what capacity exists and how it is shared out.
+struct PeriodSummary {
+  std::int64_t id = 0;
+  std::int64_t starts_at = 0, ends_at = 0;
+  std::int64_t forecast_credits = 0, reserve_credits = 0, budget_credits = 0;
+  std::int64_t share_credits = 0, recipients = 0;
+  std::int64_t admitted_credits = 0;   // prices of the jobs admitted in the period
+  std::int64_t validated_credits = 0;  // work accepted in the period (so far, if open)
+  std::int64_t issued_credits = 0;     // basic shares and grants
+  std::int64_t spent_credits = 0;
+  std::int64_t expired_credits = 0;
+  bool closed = false;
+};
+struct CapacityReport {
+  int protocol = kProtocolVersion;
+  std::int64_t now = 0;
+  std::int64_t hosts_registered = 0;
+  std::int64_t hosts_online = 0;  // seen in the last 10 minutes
+  std::int64_t validated_total_credits = 0;
+  std::int64_t queue_length = 0;       // jobs waiting for the allocator
+  PeriodSummary period;                // the open period
+  std::vector<JobSummary> admitted;    // the open period's allocation
+  std::vector<PeriodSummary> history;  // closed periods, newest first (at most 12)
+};
+std::string SerializeCapacityReport(const CapacityReport& r);
+Result<CapacityReport> ParseCapacityReport(std::string_view json);
+
 // GET /v1/catalog: the models recipients can fine-tune (`"model": "catalog:<name>"`).
 struct CatalogModel {
   std::string name;

@@ -21,13 +21,14 @@
 #include "ubcp/common/datasets.h"
 #include "ubcp/common/wire.h"
 #include "ubcp/coordinator/blob_store.h"
+#include "ubcp/coordinator/economy.h"
 #include "ubcp/coordinator/planner.h"
 #include "ubcp/coordinator/store.h"
 
 namespace ubcp::coordinator {
 
-// Unix time in seconds; injected so tests can move time (lease expiry).
-using Clock = std::function<std::int64_t()>;
+// Unix time in seconds (Clock, economy.h) is injected so tests can move time (lease expiry,
+// periods).
 std::int64_t SystemClockSeconds();
 
 struct CoordinatorConfig {
@@ -36,6 +37,7 @@ struct CoordinatorConfig {
   std::uint64_t max_update_bytes = 64ull << 20;  // an uploaded update blob (compressed)
   std::uint64_t max_blob_download = 256ull << 20;
   int replication = 1;  // copies of each unit a job pays for (validation: issue #4)
+  EconomyConfig economy;
 };
 
 class Coordinator {
@@ -81,6 +83,8 @@ class Coordinator {
   // Credits `request.credits` to the named account (issuance -> recipient:<id>), once per key.
   common::Result<common::CreditsStatus> Grant(const AccountRecord& admin,
                                               const common::GrantRequest& request);
+  // Donors online, validated work, the budget B and the current period's allocation.
+  common::Result<common::CapacityReport> Capacity(const AccountRecord& admin);
   common::Result<common::JobStatus> GetJobStatus(const AccountRecord& account, std::int64_t job_id);
   // The final model's blob bytes and its spec string (only for the job's owner, once done).
   common::Result<std::pair<std::string, common::Bytes>> DownloadModel(const AccountRecord& account,
@@ -90,6 +94,10 @@ class Coordinator {
   // Finishes what a crash may have interrupted: aggregates every running job's round whose
   // updates are all in, and finishes jobs whose work is all done. Safe to call at any time.
   void Reconcile();
+  // Rolls allocation periods that have ended and admits queued jobs (economy.h); called by a
+  // timer in ubcp-coordinator, after each submission and after each finished job.
+  common::Status Tick();
+  Economy& economy() { return economy_; }
 
  private:
   common::Result<std::string> SignManifest(const LeaseContext& context,
@@ -111,6 +119,7 @@ class Coordinator {
   Clock clock_;
   CoordinatorConfig config_;
   Planner planner_;
+  Economy economy_;
   std::mutex advance_mu_;  // one round advancement at a time (the store makes it atomic)
 };
 

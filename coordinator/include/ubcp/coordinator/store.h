@@ -175,6 +175,43 @@ struct RoundAdvance {
 
 enum class RecordOutcome { kAccepted, kDuplicate };
 
+// An allocation period (docs/ECONOMY.md): its budget B = forecast - reserve, and the basic
+// share every recipient receives.
+struct PeriodRecord {
+  std::int64_t id = 0;
+  std::int64_t starts_at = 0;
+  std::int64_t ends_at = 0;
+  std::int64_t forecast_credits = 0;
+  std::int64_t reserve_credits = 0;
+  std::int64_t budget_credits = 0;
+  std::int64_t share_credits = 0;
+  std::int64_t recipients = 0;         // recipient accounts when it opened
+  std::int64_t admitted_credits = 0;   // prices of the jobs admitted during it
+  std::int64_t validated_credits = 0;  // once closed: credits of results accepted during it
+  bool closed = false;
+};
+
+// Closing the open period and opening the next, in one transaction.
+struct PeriodRoll {
+  std::int64_t close_id = 0;  // the open period (0 when there is none yet)
+  // The next period; its id, recipients, admitted, validated and closed fields are ignored.
+  PeriodRecord next;
+  // Before the new issue, each recipient's available credits above this cap expire.
+  std::int64_t carry_cap_credits = 0;
+  std::int64_t now = 0;
+};
+
+// Ledger movements by kind within [from, to), in credits.
+struct LedgerTotals {
+  std::int64_t issued = 0, granted = 0, reserved = 0, spent = 0, refunded = 0, expired = 0;
+};
+
+struct RecipientUsage {
+  std::int64_t account_id = 0;
+  std::int64_t balance_credits = 0;  // available now
+  double recent_usage_credits = 0;   // spent, each credit weighted 2^(-age / half-life)
+};
+
 struct RoundSummary {
   int round = 0;
   std::string model_blob;
@@ -215,13 +252,17 @@ class Store {
   virtual Result<std::vector<CatalogEntry>> ListCatalog() = 0;
 
   // ---- jobs ----
-  // Creates the job (state "running"), its shards, round 0 and round 0's units, and reserves
-  // its price: the transfer recipient:<account> -> job:<id> is written in the same transaction.
-  // kInsufficientCredits (nothing written) when the recipient's balance does not cover it.
+  // Creates the job in state "queued" with its price, its shards, round 0 and round 0's units.
+  // Nothing is leased and nothing is reserved until AdmitJob.
   virtual Result<std::int64_t> CreateJob(const NewJob& job) = 0;
   virtual Result<JobRecord> GetJob(std::int64_t job_id) = 0;  // kNotFound
   virtual Result<std::vector<JobRecord>> ListJobs(std::int64_t account_id) = 0;
   virtual Result<std::vector<std::int64_t>> ListRunningJobIds() = 0;
+  virtual Result<std::vector<JobRecord>> ListQueuedJobs() = 0;  // oldest first
+  // queued -> running: reserves the price (recipient:<account> -> job:<id>, "reserve:job:<id>")
+  // and adds it to the period's admitted credits, in one transaction. false (nothing changes)
+  // if the job is not queued; kInsufficientCredits if the balance does not cover the price.
+  virtual Result<bool> AdmitJob(std::int64_t job_id, std::int64_t period_id, std::int64_t now) = 0;
   virtual Result<std::vector<ShardRecord>> ListShards(std::int64_t job_id) = 0;
   virtual Result<RoundRecord> GetRound(std::int64_t job_id, int round) = 0;  // kNotFound
   virtual Result<std::vector<RoundSummary>> SummarizeRounds(std::int64_t job_id) = 0;
@@ -264,6 +305,25 @@ class Store {
   // A running job becomes "cancelled": its units are no longer handed out and results for them
   // are refused. kConflict if the job is done or failed; cancelling twice is a no-op (false).
   virtual Result<bool> CancelJob(std::int64_t job_id, std::int64_t now) = 0;
+
+  // ---- periods ----
+  virtual Result<std::optional<PeriodRecord>> CurrentPeriod() = 0;         // the open one
+  virtual Result<std::vector<PeriodRecord>> RecentPeriods(int limit) = 0;  // newest first
+  // Credits of the results accepted in [from, to).
+  virtual Result<std::int64_t> ValidatedCreditsBetween(std::int64_t from, std::int64_t to) = 0;
+  // Closes roll.close_id (recording its validated credits), expires what each recipient holds
+  // above the cap ("expire:<period>:<account>"), opens the next period and issues its share to
+  // every recipient ("issue:<period>:<account>"). kConflict (nothing changes) when close_id is
+  // not the open period: another caller rolled first.
+  virtual Result<PeriodRecord> RollPeriod(const PeriodRoll& roll) = 0;
+  // Issues the open period's share to a recipient that has none for it yet (an account created
+  // during the period). false when already issued or when there is no open period.
+  virtual Result<bool> IssueShare(std::int64_t account_id, std::int64_t now) = 0;
+  virtual Result<std::vector<RecipientUsage>> RecipientUsages(std::int64_t now,
+                                                              double half_life_s) = 0;
+  virtual Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) = 0;
+  virtual Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) = 0;
+  virtual Result<std::int64_t> CountHostsSeenSince(std::int64_t since) = 0;
 
   // ---- ledger (ledger.h) ----
   virtual Result<std::int64_t> Balance(const std::string& account) = 0;
