@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
 
 #include "ubcp/client/benchmark.h"
@@ -51,6 +52,13 @@ int main(int argc, char** argv) {
                  "exit after this many empty work polls in a row (0: never)");
   app.add_option("--poll", options.idle_poll_s, "seconds between polls when there is no work");
   app.add_option("--bench-seconds", bench_seconds, "benchmark duration at registration");
+  common::DonorProfile profile;
+  bool show_contribution = false;
+  app.add_option("--public-name", profile.public_name,
+                 "list this host on the public leaderboard under this name (opt-in)");
+  app.add_option("--team", profile.team, "the team shown on the leaderboard");
+  app.add_flag("--show-contribution", show_contribution,
+               "print this host's validated contribution and exit");
   app.add_option("--log-level", log_level);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -90,6 +98,22 @@ int main(int argc, char** argv) {
                                                [&] { return client::RunBenchmark(bench_seconds); });
   if (!registration) return Fail(registration.error());
   api.set_token(registration->token);
+
+  if (!profile.public_name.empty() || !profile.team.empty()) {
+    if (auto set = api.SetProfile(profile); !set) return Fail(set.error());
+    spdlog::info("leaderboard: listed as '{}' (team '{}')", profile.public_name, profile.team);
+  }
+  if (show_contribution) {
+    auto c = api.GetContribution();
+    if (!c) return Fail(c.error());
+    std::printf(
+        "host %lld: %lld units, %lld credits validated (%.3g FLOP), %lld this period, "
+        "recent average %.1f credits/day\n",
+        static_cast<long long>(c->host_id), static_cast<long long>(c->units),
+        static_cast<long long>(c->points_credits), static_cast<double>(c->points_credits) * 1e6,
+        static_cast<long long>(c->period_credits), c->recent_credits_per_day);
+    return 0;
+  }
 
   client::Runner runner(api, *state, *key, *coordinator_key, registration->host_id, options);
   client::RunSummary s = runner.Run(g_stop);

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   submit->add_flag("--dry-run", dry_run, "only show the price and whether the credits cover it");
   auto* credits = app.add_subcommand("credits", "your available, reserved and spent credits");
   auto* jobs = app.add_subcommand("jobs", "list your jobs");
+  auto* leaderboard = app.add_subcommand("leaderboard", "donors and teams by validated work");
   auto* cancel = app.add_subcommand("cancel", "cancel a job; what it did not use is refunded");
   cancel->add_option("id", job_id)->required();
   auto* admin = app.add_subcommand("admin", "admin commands (an admin token)");
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
   }
   if (credits->parsed()) return cli::ShowCredits(h, token, std::cout);
   if (jobs->parsed()) return cli::ListJobs(h, token, std::cout);
+  if (leaderboard->parsed()) return cli::ShowLeaderboard(h, std::cout);
   if (cancel->parsed()) return cli::CancelJob(h, token, job_id, std::cout);
   if (capacity->parsed()) return cli::AdminCapacity(h, token, std::cout);
   if (grant->parsed()) {

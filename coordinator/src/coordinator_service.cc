@@ -3,9 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "ubcp/common/model.h"
 #include "ubcp/coordinator/aggregate.h"
@@ -376,6 +378,12 @@ void Coordinator::Reconcile() {
 
 namespace {
 constexpr std::int64_t kOnlineWindowS = 600;
+// Donors' recent average: validated credits decay with a 7-day half-life (like BOINC's RAC).
+constexpr double kContributionHalfLifeS = 7.0 * 86400;
+
+double PerDay(double decayed_credits) {
+  return decayed_credits * std::log(2.0) / (kContributionHalfLifeS / 86400.0);
+}
 
 common::JobSummary Summarize(const JobRecord& j) {
   return {j.id, j.name, j.state, j.rounds, j.current_round, j.price_credits};
@@ -467,6 +475,54 @@ common::Result<common::CreditsStatus> Coordinator::Credits(const AccountRecord& 
   }
   UBCP_ASSIGN_OR_RETURN(c.spent_credits, store_.SpentByAccount(account.id));
   return c;
+}
+
+common::Status Coordinator::SetProfile(const HostRecord& host,
+                                       const common::DonorProfile& profile) {
+  return store_.SetHostProfile(host.id, profile.public_name, profile.team);
+}
+
+common::Result<common::Contribution> Coordinator::Contribution(const HostRecord& host) {
+  UBCP_ASSIGN_OR_RETURN(PeriodRecord open, economy_.OpenPeriod());
+  UBCP_ASSIGN_OR_RETURN(std::vector<HostContribution> all,
+                        store_.HostContributions(clock_(), kContributionHalfLifeS, open.starts_at,
+                                                 /*only_public=*/false));
+  for (const HostContribution& c : all) {
+    if (c.host_id != host.id) continue;
+    return common::Contribution{
+        c.host_id, c.name, c.team, c.credits, c.units, c.period_credits, PerDay(c.recent_credits)};
+  }
+  return MakeError(Errc::kNotFound, "no host " + std::to_string(host.id));
+}
+
+common::Result<common::Leaderboard> Coordinator::Leaderboard() {
+  UBCP_ASSIGN_OR_RETURN(PeriodRecord open, economy_.OpenPeriod());
+  UBCP_ASSIGN_OR_RETURN(std::vector<HostContribution> listed,
+                        store_.HostContributions(clock_(), kContributionHalfLifeS, open.starts_at,
+                                                 /*only_public=*/true));
+  common::Leaderboard board;
+  std::map<std::string, common::TeamStanding> teams;
+  for (const HostContribution& c : listed) {
+    if (board.donors.size() < common::kMaxLeaderboardRows) {
+      board.donors.push_back({c.host_id, c.public_name, c.team, c.credits, c.units,
+                              c.period_credits, PerDay(c.recent_credits)});
+    }
+    if (c.team.empty()) continue;
+    common::TeamStanding& t = teams[c.team];
+    t.team = c.team;
+    t.donors += 1;
+    t.points_credits += c.credits;
+    t.recent_credits_per_day += PerDay(c.recent_credits);
+  }
+  for (auto& [name, t] : teams) board.teams.push_back(t);
+  std::sort(board.teams.begin(), board.teams.end(), [](const auto& a, const auto& b) {
+    return a.points_credits != b.points_credits ? a.points_credits > b.points_credits
+                                                : a.team < b.team;
+  });
+  if (board.teams.size() > common::kMaxLeaderboardRows) {
+    board.teams.resize(common::kMaxLeaderboardRows);
+  }
+  return board;
 }
 
 common::Result<common::CapacityReport> Coordinator::Capacity(const AccountRecord& admin) {

@@ -1133,5 +1133,49 @@ TEST_F(WireTest, EconomyMessagesRoundTripAndRefuseBadInput) {
   EXPECT_FALSE(ParseJobList(SerializeJobList(l)));
 }
 
+TEST_F(WireTest, DonorAndCapacityMessagesRoundTripAndRefuseBadInput) {
+  DonorProfile profile{kProtocolVersion, "Ann", "Physics"};
+  auto p2 = ParseDonorProfile(SerializeDonorProfile(profile));
+  ASSERT_TRUE(p2);
+  EXPECT_EQ(p2->public_name, "Ann");
+  profile.public_name = std::string(65, 'a');
+  EXPECT_FALSE(ParseDonorProfile(SerializeDonorProfile(profile)));
+  profile.public_name = "tab\there";
+  EXPECT_FALSE(ParseDonorProfile(SerializeDonorProfile(profile)));
+
+  Contribution c{7, "Ann", "Physics", 1000, 3, 400, 12.5};
+  auto c2 = ParseContribution(SerializeContribution(c));
+  ASSERT_TRUE(c2) << c2.error().ToString();
+  EXPECT_EQ(c2->points_credits, 1000);
+  EXPECT_DOUBLE_EQ(c2->recent_credits_per_day, 12.5);
+  c.recent_credits_per_day = -1;
+  EXPECT_FALSE(ParseContribution(SerializeContribution(c)));
+
+  Leaderboard board;
+  board.donors.push_back({7, "Ann", "Physics", 1000, 3, 400, 12.5});
+  board.teams.push_back({"Physics", 1, 1000, 12.5});
+  auto b2 = ParseLeaderboard(SerializeLeaderboard(board));
+  ASSERT_TRUE(b2) << b2.error().ToString();
+  ASSERT_EQ(b2->teams.size(), 1u);
+  EXPECT_EQ(b2->teams[0].donors, 1);
+
+  CapacityReport report;
+  report.now = 100;
+  report.hosts_registered = 3;
+  report.hosts_online = 2;
+  report.period.id = 4;
+  report.period.ends_at = 200;
+  report.period.budget_credits = 900;
+  report.admitted.push_back({1, "job", "running", 3, 1, 300});
+  report.history.push_back(report.period);
+  auto r2 = ParseCapacityReport(SerializeCapacityReport(report));
+  ASSERT_TRUE(r2) << r2.error().ToString();
+  EXPECT_EQ(r2->period.budget_credits, 900);
+  ASSERT_EQ(r2->admitted.size(), 1u);
+  EXPECT_EQ(r2->admitted[0].price_credits, 300);
+  report.history.assign(13, report.period);  // more history than the message allows
+  EXPECT_FALSE(ParseCapacityReport(SerializeCapacityReport(report)));
+}
+
 }  // namespace
 }  // namespace ubcp::common

@@ -3,6 +3,7 @@
 // jobs refunding what they did not use, admin grants, and the ledger's invariants afterwards.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 
 #include "integration/loop_fixture.h"
@@ -170,6 +171,65 @@ TEST_F(EconomyTest, GrantsNeedAnAdminAndCountOncePerKey) {
   EXPECT_EQ(r->status, 404) << r->body;
   EXPECT_EQ(Credits(token_).balance_credits, alice_start_ + 1000);
   ExpectLedgerSound();
+}
+
+TEST_F(EconomyTest, DonorsSeeTheirContributionAndOptInToTheLeaderboard) {
+  SubmitJob(DigitsJob(1));
+  auto ann = NewDonor("ann-laptop");
+  auto ben = NewDonor("ben-desktop");
+  // ann computes one eval unit; ben nothing yet.
+  common::WorkRequest eval_only;
+  eval_only.kinds = {"eval_batch"};
+  auto work = ann->api->RequestWork(eval_only);
+  ASSERT_TRUE(work && work->has_value());
+  auto m = common::ParseManifest((**work).payload);
+  common::ResultPayload result;
+  result.unit_id = m->unit_id;
+  result.host_id = m->host_id;
+  result.attempt = m->attempt;
+  result.manifest_hash = common::PayloadHash(**work);
+  result.kind = m->kind;
+  result.metrics = {2.3, 0.1, 2.3, 100};
+  ASSERT_TRUE(ann->api->PostResult(common::SignPayload(*ann->key, common::kDomainResult,
+                                                       common::SerializeResultPayload(result))));
+
+  auto mine = ann->api->GetContribution();
+  ASSERT_TRUE(mine) << mine.error().ToString();
+  EXPECT_EQ(mine->units, 1);
+  EXPECT_GT(mine->points_credits, 0);
+  EXPECT_EQ(mine->period_credits, mine->points_credits);
+  // Validated just now: the recent average is points x ln 2 / 7 days.
+  EXPECT_NEAR(mine->recent_credits_per_day, mine->points_credits * std::log(2.0) / 7.0,
+              mine->points_credits * 1e-3);
+  EXPECT_EQ(*store_->Balance(coordinator::DonorAccount(ann->registration.host_id)),
+            mine->points_credits);
+  auto bens = ben->api->GetContribution();
+  ASSERT_TRUE(bens);
+  EXPECT_EQ(bens->units, 0);
+
+  // Nobody is listed until they opt in.
+  auto r = NewHttp()->Request("GET", "/v1/leaderboard", {}, {}, {});
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_TRUE(common::ParseLeaderboard(r->body)->donors.empty());
+  ASSERT_TRUE(ann->api->SetProfile({common::kProtocolVersion, "Ann", "Physics Dept"}));
+  ASSERT_TRUE(ben->api->SetProfile({common::kProtocolVersion, "Ben", "Physics Dept"}));
+  r = NewHttp()->Request("GET", "/v1/leaderboard", {}, {}, {});
+  ASSERT_TRUE(r && r->status == 200);
+  auto board = common::ParseLeaderboard(r->body);
+  ASSERT_TRUE(board) << r->body;
+  ASSERT_EQ(board->donors.size(), 2u);
+  EXPECT_EQ(board->donors[0].name, "Ann");  // most validated work first
+  EXPECT_EQ(board->donors[1].name, "Ben");
+  ASSERT_EQ(board->teams.size(), 1u);
+  EXPECT_EQ(board->teams[0].donors, 2);
+  EXPECT_EQ(board->teams[0].points_credits, mine->points_credits);
+  // A name with control characters is refused; the profile stays.
+  auto bad = ann->api->SetProfile({common::kProtocolVersion, "An\x01n", ""});
+  EXPECT_FALSE(bad);
+  // Only a host token sees a contribution.
+  r = NewHttp()->Request("GET", "/v1/hosts/me/contribution", {}, {}, token_);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
 }
 
 }  // namespace

@@ -72,6 +72,32 @@ int CancelJob(HttpsClient& http, const std::string& token, std::int64_t job_id, 
   return 0;
 }
 
+int ShowLeaderboard(HttpsClient& http, std::ostream& out) {
+  auto body = Call(http, "", "GET", "/v1/leaderboard");
+  if (!body) return PrintError(body.error());
+  auto board = common::ParseLeaderboard(*body);
+  if (!board) return PrintError(board.error());
+  out << "donors (validated work; recent = credits/day, 7-day half-life):\n";
+  int rank = 0;
+  for (const auto& d : board->donors) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %3d. %-24s %-16s %14lld credits  %10.1f recent  %lld units",
+                  ++rank, d.name.c_str(), d.team.c_str(), static_cast<long long>(d.points_credits),
+                  d.recent_credits_per_day, static_cast<long long>(d.units));
+    out << line << "\n";
+  }
+  out << "teams:\n";
+  rank = 0;
+  for (const auto& t : board->teams) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %3d. %-24s %3lld donors %14lld credits  %10.1f recent",
+                  ++rank, t.team.c_str(), static_cast<long long>(t.donors),
+                  static_cast<long long>(t.points_credits), t.recent_credits_per_day);
+    out << line << "\n";
+  }
+  return 0;
+}
+
 int AdminCapacity(HttpsClient& http, const std::string& token, std::ostream& out) {
   auto body = Call(http, token, "GET", "/v1/admin/capacity");
   if (!body) return PrintError(body.error());

@@ -21,6 +21,8 @@ int ListJobs(HttpsClient& http, const std::string& token, std::ostream& out);
 int CancelJob(HttpsClient& http, const std::string& token, std::int64_t job_id, std::ostream& out);
 // `ubcp admin capacity`: donors online, validated work, B, credits issued and spent, the queue
 // and the current period's allocation.
+// `ubcp leaderboard`: donors who opted in, and teams (public; no token needed).
+int ShowLeaderboard(HttpsClient& http, std::ostream& out);
 int AdminCapacity(HttpsClient& http, const std::string& token, std::ostream& out);
 int AdminGrant(HttpsClient& http, const std::string& token, const std::string& account,
                std::int64_t credits, const std::string& key, const std::string& memo,

@@ -89,4 +89,17 @@ common::Result<common::ResultAck> CoordinatorApi::PostResult(const common::Signe
   return common::ParseResultAck(r.body);
 }
 
+common::Status CoordinatorApi::SetProfile(const common::DonorProfile& profile) {
+  UBCP_ASSIGN_OR_RETURN(ClientResponse r,
+                        Call("PUT", "/v1/hosts/me/profile", common::SerializeDonorProfile(profile),
+                             "application/json"));
+  (void)r;
+  return {};
+}
+
+common::Result<common::Contribution> CoordinatorApi::GetContribution() {
+  UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("GET", "/v1/hosts/me/contribution", {}, {}));
+  return common::ParseContribution(r.body);
+}
+
 }  // namespace ubcp::client

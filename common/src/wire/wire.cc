@@ -886,6 +886,126 @@ Result<CapacityReport> ParseCapacityReport(std::string_view json) {
       });
 }
 
+// ---- donors' contribution ----
+
+namespace {
+
+bool PrintableName(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
+boost::json::object ContributionJson(const Contribution& c) {
+  boost::json::object o;
+  o["host_id"] = c.host_id;
+  o["name"] = c.name;
+  o["team"] = c.team;
+  o["points_credits"] = c.points_credits;
+  o["units"] = c.units;
+  o["period_credits"] = c.period_credits;
+  o["recent_credits_per_day"] = c.recent_credits_per_day;
+  return o;
+}
+
+Result<Contribution> ReadContribution(ObjectReader& r) {
+  Contribution c;
+  UBCP_ASSIGN_OR_RETURN(c.host_id, r.Int64("host_id", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(c.name, r.String("name", kMaxStringField));
+  UBCP_ASSIGN_OR_RETURN(c.team, r.String("team", kMaxStringField));
+  UBCP_ASSIGN_OR_RETURN(c.points_credits, r.Int64("points_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(c.units, r.Int64("units", 0, kMaxInt64));
+  UBCP_ASSIGN_OR_RETURN(c.period_credits, r.Int64("period_credits", 0, kMaxCredits));
+  UBCP_ASSIGN_OR_RETURN(c.recent_credits_per_day, r.Double("recent_credits_per_day", kNonNegative));
+  UBCP_RETURN_IF_ERROR(r.Finish());
+  return c;
+}
+
+}  // namespace
+
+std::string SerializeDonorProfile(const DonorProfile& p) {
+  boost::json::object o;
+  o["protocol"] = p.protocol;
+  o["public_name"] = p.public_name;
+  o["team"] = p.team;
+  return boost::json::serialize(o);
+}
+
+Result<DonorProfile> ParseDonorProfile(std::string_view json) {
+  return ParseMessage(json, kMaxRequestJson, "donor_profile", true,
+                      [](ObjectReader& r) -> Result<DonorProfile> {
+                        DonorProfile p;
+                        UBCP_ASSIGN_OR_RETURN(p.public_name, r.String("public_name", 64));
+                        UBCP_ASSIGN_OR_RETURN(p.team, r.String("team", 64));
+                        if (!PrintableName(p.public_name)) {
+                          return Malformed(r, "public_name", "must be printable");
+                        }
+                        if (!PrintableName(p.team))
+                          return Malformed(r, "team", "must be printable");
+                        return p;
+                      });
+}
+
+std::string SerializeContribution(const Contribution& c) {
+  boost::json::object o = ContributionJson(c);
+  o["protocol"] = kProtocolVersion;
+  return boost::json::serialize(o);
+}
+
+Result<Contribution> ParseContribution(std::string_view json) {
+  return ParseMessage(json, kMaxRequestJson, "contribution", true,
+                      [](ObjectReader& r) { return ReadContribution(r); });
+}
+
+std::string SerializeLeaderboard(const Leaderboard& l) {
+  boost::json::array donors, teams;
+  for (const Contribution& c : l.donors) donors.push_back(ContributionJson(c));
+  for (const TeamStanding& t : l.teams) {
+    boost::json::object o;
+    o["team"] = t.team;
+    o["donors"] = t.donors;
+    o["points_credits"] = t.points_credits;
+    o["recent_credits_per_day"] = t.recent_credits_per_day;
+    teams.push_back(std::move(o));
+  }
+  boost::json::object o;
+  o["protocol"] = l.protocol;
+  o["donors"] = std::move(donors);
+  o["teams"] = std::move(teams);
+  return boost::json::serialize(o);
+}
+
+Result<Leaderboard> ParseLeaderboard(std::string_view json) {
+  return ParseMessage(
+      json, kMaxJobStatusJson, "leaderboard", true, [](ObjectReader& r) -> Result<Leaderboard> {
+        Leaderboard l;
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* donors,
+                              r.Array("donors", kMaxLeaderboardRows));
+        for (std::size_t i = 0; i < donors->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader d,
+              json::ObjectValue((*donors)[i], r.path() + ".donors[" + std::to_string(i) + "]"));
+          UBCP_ASSIGN_OR_RETURN(Contribution c, ReadContribution(d));
+          l.donors.push_back(std::move(c));
+        }
+        UBCP_ASSIGN_OR_RETURN(const boost::json::array* teams,
+                              r.Array("teams", kMaxLeaderboardRows));
+        for (std::size_t i = 0; i < teams->size(); ++i) {
+          UBCP_ASSIGN_OR_RETURN(
+              ObjectReader t,
+              json::ObjectValue((*teams)[i], r.path() + ".teams[" + std::to_string(i) + "]"));
+          TeamStanding s;
+          UBCP_ASSIGN_OR_RETURN(s.team, t.String("team", kMaxStringField));
+          UBCP_ASSIGN_OR_RETURN(s.donors, t.Int64("donors", 0, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(s.points_credits, t.Int64("points_credits", 0, kMaxCredits));
+          UBCP_ASSIGN_OR_RETURN(s.recent_credits_per_day,
+                                t.Double("recent_credits_per_day", kNonNegative));
+          UBCP_RETURN_IF_ERROR(t.Finish());
+          l.teams.push_back(std::move(s));
+        }
+        return l;
+      });
+}
+
 // ---- catalog ----
 
 std::string SerializeCatalog(const Catalog& c) {

@@ -112,6 +112,7 @@ std::string CatalogJson(const std::vector<CatalogEntry>& entries) {
 std::size_t Api::BodyLimit(std::string_view method, std::string_view target) const {
   auto parts = PathSegments(target);
   if (method == "PUT" && parts.size() == 3 && parts[1] == "blobs") return max_update_bytes_;
+  if (method == "PUT") return common::kMaxRequestJson;
   if (method == "POST") {
     if (parts.size() == 2 && (parts[1] == "results" || parts[1] == "hosts")) {
       return common::kMaxEnvelopeJson;
@@ -147,7 +148,31 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return Json(201, common::SerializeHostRegistered(*r));
   }
 
+  if (m == "GET" && n == 1 && parts[0] == "leaderboard") {
+    auto board = coordinator_.Leaderboard();
+    if (!board) return ErrorResponse(board.error());
+    return Json(200, common::SerializeLeaderboard(*board));
+  }
+
   // ---- donor routes: host token ----
+  const bool me_route =
+      n == 3 && parts[0] == "hosts" && parts[1] == "me" &&
+      ((m == "PUT" && parts[2] == "profile") || (m == "GET" && parts[2] == "contribution"));
+  if (me_route) {
+    auto host = coordinator_.AuthenticateHost(token);
+    if (!host) return ErrorResponse(host.error());
+    if (parts[2] == "profile") {
+      auto profile = common::ParseDonorProfile(req.body);
+      if (!profile) return ErrorResponse(profile.error());
+      if (auto set = coordinator_.SetProfile(*host, *profile); !set) {
+        return ErrorResponse(set.error());
+      }
+      return Json(200, common::SerializeDonorProfile(*profile));
+    }
+    auto contribution = coordinator_.Contribution(*host);
+    if (!contribution) return ErrorResponse(contribution.error());
+    return Json(200, common::SerializeContribution(*contribution));
+  }
   const bool host_route =
       (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||
       (m == "PUT" && n == 2 && parts[0] == "blobs");

@@ -174,6 +174,10 @@ CREATE TABLE periods (
 ALTER TABLE jobs ADD COLUMN admitted_period INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_by_state ON jobs (state, created_at, id);
 CREATE INDEX results_by_time ON results (received_at);
+
+-- Donors opt in to the public leaderboard by giving a public name (and maybe a team).
+ALTER TABLE hosts ADD COLUMN public_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN team TEXT NOT NULL DEFAULT '';
 )sql"},
 };
 

@@ -203,6 +203,11 @@ class SqliteStore final : public Store {
   Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) override;
   Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) override;
   Result<std::int64_t> CountHostsSeenSince(std::int64_t since) override;
+  Status SetHostProfile(std::int64_t host_id, const std::string& public_name,
+                        const std::string& team) override;
+  Result<std::vector<HostContribution>> HostContributions(std::int64_t now, double half_life_s,
+                                                          std::int64_t period_start,
+                                                          bool only_public) override;
   Result<std::vector<ShardRecord>> ListShards(std::int64_t job_id) override;
   Result<RoundRecord> GetRound(std::int64_t job_id, int round) override;
   Result<std::vector<RoundSummary>> SummarizeRounds(std::int64_t job_id) override;
@@ -1381,6 +1386,68 @@ Result<std::int64_t> SqliteStore::CountHostsSeenSince(std::int64_t since) {
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
     if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
     return stmt->Int64(0);
+  });
+}
+
+Status SqliteStore::SetHostProfile(std::int64_t host_id, const std::string& public_name,
+                                   const std::string& team) {
+  return Transact(TxKind::kWrite, [&]() -> Status {
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("UPDATE hosts SET public_name = ?2, team = ?3 WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id, public_name, team));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    if (Changes() != 1) return MakeError(Errc::kNotFound, "no host " + std::to_string(host_id));
+    return {};
+  });
+}
+
+Result<std::vector<HostContribution>> SqliteStore::HostContributions(std::int64_t now,
+                                                                     double half_life_s,
+                                                                     std::int64_t period_start,
+                                                                     bool only_public) {
+  if (!(half_life_s > 0)) return MakeError(Errc::kInvalidArgument, "half-life must be positive");
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<HostContribution>> {
+    std::vector<HostContribution> out;
+    std::map<std::int64_t, std::size_t> index;
+    {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT h.id, h.name, h.public_name, h.team, COUNT(r.unit_id), COALESCE(SUM(r.credits), 0),
+  COALESCE(SUM(CASE WHEN r.received_at >= ?1 THEN r.credits ELSE 0 END), 0)
+FROM hosts h LEFT JOIN results r ON r.host_id = h.id
+WHERE ?2 = 0 OR h.public_name != ''
+GROUP BY h.id)sql"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(period_start, only_public ? 1 : 0));
+      for (;;) {
+        UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+        if (!row) break;
+        HostContribution c;
+        c.host_id = stmt->Int64(0);
+        c.name = stmt->Text(1);
+        c.public_name = stmt->Text(2);
+        c.team = stmt->Text(3);
+        c.units = stmt->Int64(4);
+        c.credits = stmt->Int64(5);
+        c.period_credits = stmt->Int64(6);
+        index[c.host_id] = out.size();
+        out.push_back(std::move(c));
+      }
+    }
+    // Validated work per host and hour; older hours count for less.
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT host_id, received_at / 3600, SUM(credits) "
+                                         "FROM results GROUP BY host_id, received_at / 3600"));
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) break;
+      auto it = index.find(stmt->Int64(0));
+      if (it == index.end()) continue;
+      const double age = std::max(0.0, static_cast<double>(now - stmt->Int64(1) * 3600));
+      out[it->second].recent_credits +=
+          static_cast<double>(stmt->Int64(2)) * std::exp2(-age / half_life_s);
+    }
+    std::sort(out.begin(), out.end(), [](const HostContribution& a, const HostContribution& b) {
+      return a.credits != b.credits ? a.credits > b.credits : a.host_id < b.host_id;
+    });
+    return out;
   });
 }
 

@@ -34,6 +34,9 @@ class CoordinatorApi {
   common::Result<common::Bytes> GetBlob(const common::BlobRef& ref);
   common::Status PutBlob(const std::string& id, common::ByteSpan bytes);
   common::Result<common::ResultAck> PostResult(const common::SignedEnvelope& result);
+  // The donor's public leaderboard entry (opt-in) and its validated contribution.
+  common::Status SetProfile(const common::DonorProfile& profile);
+  common::Result<common::Contribution> GetContribution();
 
  private:
   common::Result<ClientResponse> Call(std::string_view method, std::string_view target,

@@ -275,6 +275,48 @@ struct CapacityReport {
 std::string SerializeCapacityReport(const CapacityReport& r);
 Result<CapacityReport> ParseCapacityReport(std::string_view json);
 
+// PUT /v1/hosts/me/profile (host token): opting in to the public leaderboard. Empty
+// public_name: not listed. Names: at most 64 characters, printable.
+struct DonorProfile {
+  int protocol = kProtocolVersion;
+  std::string public_name;
+  std::string team;
+};
+std::string SerializeDonorProfile(const DonorProfile& p);
+Result<DonorProfile> ParseDonorProfile(std::string_view json);
+
+// A donor's validated contribution, in credits (10^6 FLOP). `recent_credits_per_day` is the
+// recent average: validated credits weighted 2^(-age / 7 days), times ln 2 / 7 days, so a donor
+// validating the same every day converges to exactly that daily figure.
+struct Contribution {
+  std::int64_t host_id = 0;
+  std::string name;  // the public name on the leaderboard; the host's own label for itself
+  std::string team;
+  std::int64_t points_credits = 0;  // all validated work
+  std::int64_t units = 0;
+  std::int64_t period_credits = 0;  // validated in the open period
+  double recent_credits_per_day = 0;
+};
+// GET /v1/hosts/me/contribution (host token) answers one Contribution as an object.
+std::string SerializeContribution(const Contribution& c);
+Result<Contribution> ParseContribution(std::string_view json);
+
+// GET /v1/leaderboard (public): donors who opted in, and teams, by points.
+struct TeamStanding {
+  std::string team;
+  std::int64_t donors = 0;
+  std::int64_t points_credits = 0;
+  double recent_credits_per_day = 0;
+};
+struct Leaderboard {
+  int protocol = kProtocolVersion;
+  std::vector<Contribution> donors;
+  std::vector<TeamStanding> teams;
+};
+inline constexpr std::size_t kMaxLeaderboardRows = 1000;
+std::string SerializeLeaderboard(const Leaderboard& l);
+Result<Leaderboard> ParseLeaderboard(std::string_view json);
+
 // GET /v1/catalog: the models recipients can fine-tune (`"model": "catalog:<name>"`).
 struct CatalogModel {
   std::string name;

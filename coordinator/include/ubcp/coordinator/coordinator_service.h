@@ -64,6 +64,11 @@ class Coordinator {
   // changes nothing. Completing a round's updates aggregates the next model.
   common::Result<common::ResultAck> SubmitResult(const HostRecord& host,
                                                  std::string_view envelope_json);
+  common::Status SetProfile(const HostRecord& host, const common::DonorProfile& profile);
+  // The host's own validated work: total, this period, recent average (7-day half-life).
+  common::Result<common::Contribution> Contribution(const HostRecord& host);
+  // Public: donors who opted in, and teams, by validated work.
+  common::Result<common::Leaderboard> Leaderboard();
 
   // ---- recipients ----
   // The price of a job spec (cost_model.h) and whether the account's credits cover it; writes

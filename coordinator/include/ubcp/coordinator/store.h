@@ -206,6 +206,18 @@ struct LedgerTotals {
   std::int64_t issued = 0, granted = 0, reserved = 0, spent = 0, refunded = 0, expired = 0;
 };
 
+// A donor's validated work (results accepted), in credits.
+struct HostContribution {
+  std::int64_t host_id = 0;
+  std::string name;         // the host's own label
+  std::string public_name;  // "" unless it opted in to the leaderboard
+  std::string team;
+  std::int64_t units = 0;
+  std::int64_t credits = 0;         // all validated work (= its points)
+  std::int64_t period_credits = 0;  // validated since `period_start`
+  double recent_credits = 0;        // each credit weighted 2^(-age / half-life)
+};
+
 struct RecipientUsage {
   std::int64_t account_id = 0;
   std::int64_t balance_credits = 0;  // available now
@@ -324,6 +336,13 @@ class Store {
   virtual Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) = 0;
   virtual Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) = 0;
   virtual Result<std::int64_t> CountHostsSeenSince(std::int64_t since) = 0;
+  virtual Status SetHostProfile(std::int64_t host_id, const std::string& public_name,
+                                const std::string& team) = 0;
+  // Every host (or only those with a public name), most validated work first.
+  virtual Result<std::vector<HostContribution>> HostContributions(std::int64_t now,
+                                                                  double half_life_s,
+                                                                  std::int64_t period_start,
+                                                                  bool only_public) = 0;
 
   // ---- ledger (ledger.h) ----
   virtual Result<std::int64_t> Balance(const std::string& account) = 0;
