@@ -18,27 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "support/temp_dir.h"
+
 namespace ubcp::common {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ubcp-datasets-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ubcp::testing::TempDir;
 
 Bytes ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/temp_dir.h"
 #include "ubcp/common/crypto.h"
 
 namespace ubcp::coordinator {
@@ -22,22 +23,7 @@ namespace fs = std::filesystem;
 using common::Bytes;
 using common::Errc;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ubcp-blobs-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ubcp::testing::TempDir;
 
 Bytes BytesOf(std::string_view s) { return Bytes(s.begin(), s.end()); }
 

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/temp_dir.h"
 #include "ubcp/client/https_client.h"
 #include "ubcp/coordinator/http_server.h"
 
@@ -42,22 +43,7 @@ using Clock = std::chrono::steady_clock;
 // A raw client gives up after this long; every server-side close we wait for comes well before.
 constexpr int kClientTimeoutSeconds = 5;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ubcp-https-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ubcp::testing::TempDir;
 
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

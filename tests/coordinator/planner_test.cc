@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "support/temp_dir.h"
 #include "ubcp/common/datasets.h"
 #include "ubcp/common/model.h"
 #include "ubcp/common/wire.h"
@@ -30,22 +31,7 @@ using common::Errc;
 constexpr std::int64_t kNow = 1'700'000'000;
 constexpr std::int64_t kDigitsRows = 1797;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ubcp-planner-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ubcp::testing::TempDir;
 
 common::JobSpec DigitsSpec() {
   common::JobSpec s;

@@ -91,20 +91,7 @@ TEST_F(EconomyTest, CancellingRefundsWhatTheJobDidNotUse) {
   const std::int64_t price = store_->GetJob(job_id)->price_credits;
   auto donor = NewDonor("donor");
   // One eval unit is done and paid for; a second unit stays leased.
-  common::WorkRequest eval_only;
-  eval_only.kinds = {"eval_batch"};
-  auto work = donor->api->RequestWork(eval_only);
-  ASSERT_TRUE(work && work->has_value());
-  auto m = common::ParseManifest((**work).payload);
-  common::ResultPayload result;
-  result.unit_id = m->unit_id;
-  result.host_id = m->host_id;
-  result.attempt = m->attempt;
-  result.manifest_hash = common::PayloadHash(**work);
-  result.kind = m->kind;
-  result.metrics = {2.3, 0.1, 2.3, 100};
-  auto ack = donor->api->PostResult(common::SignPayload(*donor->key, common::kDomainResult,
-                                                        common::SerializeResultPayload(result)));
+  auto ack = donor->api->PostResult(EvalResult(*donor->key, LeaseEval(*donor->api), 0.1));
   ASSERT_TRUE(ack) << ack.error().ToString();
   const std::int64_t spent = *store_->SpentByAccount(alice_id_);
   EXPECT_GT(spent, 0);
@@ -178,20 +165,7 @@ TEST_F(EconomyTest, DonorsSeeTheirContributionAndOptInToTheLeaderboard) {
   auto ann = NewDonor("ann-laptop");
   auto ben = NewDonor("ben-desktop");
   // ann computes one eval unit; ben nothing yet.
-  common::WorkRequest eval_only;
-  eval_only.kinds = {"eval_batch"};
-  auto work = ann->api->RequestWork(eval_only);
-  ASSERT_TRUE(work && work->has_value());
-  auto m = common::ParseManifest((**work).payload);
-  common::ResultPayload result;
-  result.unit_id = m->unit_id;
-  result.host_id = m->host_id;
-  result.attempt = m->attempt;
-  result.manifest_hash = common::PayloadHash(**work);
-  result.kind = m->kind;
-  result.metrics = {2.3, 0.1, 2.3, 100};
-  ASSERT_TRUE(ann->api->PostResult(common::SignPayload(*ann->key, common::kDomainResult,
-                                                       common::SerializeResultPayload(result))));
+  ASSERT_TRUE(ann->api->PostResult(EvalResult(*ann->key, LeaseEval(*ann->api), 0.1)));
 
   auto mine = ann->api->GetContribution();
   ASSERT_TRUE(mine) << mine.error().ToString();

@@ -201,4 +201,28 @@ class LoopTest : public ::testing::Test {
   std::int64_t alice_start_ = 0;  // the grant plus the first period's share
 };
 
+// Leases one eval unit for `donor` and returns its signed manifest envelope.
+inline common::SignedEnvelope LeaseEval(client::CoordinatorApi& api) {
+  common::WorkRequest request;
+  request.kinds = {"eval_batch"};
+  auto work = api.RequestWork(request);
+  EXPECT_TRUE(work && work->has_value());
+  return **work;
+}
+
+inline common::SignedEnvelope EvalResult(const common::SigningKey& key,
+                                         const common::SignedEnvelope& env, double accuracy) {
+  auto m = common::ParseManifest(env.payload);
+  common::ResultPayload r;
+  r.unit_id = m->unit_id;
+  r.host_id = m->host_id;
+  r.attempt = m->attempt;
+  r.manifest_hash = common::PayloadHash(env);
+  r.kind = m->kind;
+  r.metrics.loss = 2.3;
+  r.metrics.accuracy = accuracy;
+  r.metrics.samples = 100;
+  return common::SignPayload(key, common::kDomainResult, common::SerializeResultPayload(r));
+}
+
 }  // namespace ubcp::itest

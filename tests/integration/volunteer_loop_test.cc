@@ -78,30 +78,6 @@ TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
   EXPECT_EQ(common::ContentId(common::AsBytes(model->body)), status.final_model);
 }
 
-// Leases one eval unit for `donor` and returns its signed manifest envelope.
-common::SignedEnvelope LeaseEval(client::CoordinatorApi& api) {
-  common::WorkRequest request;
-  request.kinds = {"eval_batch"};
-  auto work = api.RequestWork(request);
-  EXPECT_TRUE(work && work->has_value());
-  return **work;
-}
-
-common::SignedEnvelope EvalResult(const common::SigningKey& key, const common::SignedEnvelope& env,
-                                  double accuracy) {
-  auto m = common::ParseManifest(env.payload);
-  common::ResultPayload r;
-  r.unit_id = m->unit_id;
-  r.host_id = m->host_id;
-  r.attempt = m->attempt;
-  r.manifest_hash = common::PayloadHash(env);
-  r.kind = m->kind;
-  r.metrics.loss = 2.3;
-  r.metrics.accuracy = accuracy;
-  r.metrics.samples = 100;
-  return common::SignPayload(key, common::kDomainResult, common::SerializeResultPayload(r));
-}
-
 TEST_F(LoopTest, RefusedResultsLeaveTheStoreUnchanged) {
   const std::int64_t job_id = SubmitJob(DigitsJob(1));
   auto a = NewDonor("a");

@@ -102,6 +102,11 @@ HostRecord ReadHost(const Statement& s) {
   return h;
 }
 
+// The columns ReadJob reads, in its order.
+constexpr std::string_view kJobColumns =
+    "SELECT id, account_id, name, spec_json, model_spec, state, rounds, current_round, "
+    "lease_seconds, final_model, error, created_at, updated_at, price_credits FROM jobs ";
+
 JobRecord ReadJob(const Statement& s) {
   JobRecord j;
   j.id = s.Int64(0);
@@ -251,6 +256,9 @@ class SqliteStore final : public Store {
   // Helpers that run inside a caller's transaction.
   Status RequireJob(std::int64_t job_id);
   Result<JobRecord> LoadJob(std::int64_t job_id);
+  // Every job a fixed query (kJobColumns + a clause) selects, with at most one parameter.
+  Result<std::vector<JobRecord>> SelectJobs(const std::string& sql,
+                                            std::optional<std::int64_t> param);
   Result<UnitRecord> LoadUnit(std::int64_t unit_id);
   // `missing` is the error code when the blob is not in the index.
   Result<BlobRecord> LoadBlob(const std::string& id, Errc missing);
@@ -388,10 +396,8 @@ Status SqliteStore::RequireJob(std::int64_t job_id) {
 }
 
 Result<JobRecord> SqliteStore::LoadJob(std::int64_t job_id) {
-  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
-                                       "state, rounds, current_round, lease_seconds, "
-                                       "final_model, error, created_at, updated_at, price_credits "
-                                       "FROM jobs WHERE id = ?1"));
+  static const std::string sql = std::string(kJobColumns) + "WHERE id = ?1";
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
   UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
   UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
   if (!row) return MakeError(Errc::kNotFound, "no job " + std::to_string(job_id));
@@ -675,14 +681,11 @@ Result<JobRecord> SqliteStore::GetJob(std::int64_t job_id) {
   return Transact(TxKind::kRead, [&]() -> Result<JobRecord> { return LoadJob(job_id); });
 }
 
-Result<std::vector<JobRecord>> SqliteStore::ListJobs(std::int64_t account_id) {
+Result<std::vector<JobRecord>> SqliteStore::SelectJobs(const std::string& sql,
+                                                       std::optional<std::int64_t> param) {
   return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt,
-                          Sql("SELECT id, account_id, name, spec_json, model_spec, "
-                              "state, rounds, current_round, lease_seconds, "
-                              "final_model, error, created_at, updated_at, price_credits "
-                              "FROM jobs WHERE account_id = ?1 ORDER BY id"));
-    UBCP_RETURN_IF_ERROR(stmt->BindAll(account_id));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+    if (param) UBCP_RETURN_IF_ERROR(stmt->BindAll(*param));
     std::vector<JobRecord> out;
     for (;;) {
       UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
@@ -691,6 +694,11 @@ Result<std::vector<JobRecord>> SqliteStore::ListJobs(std::int64_t account_id) {
     }
     return out;
   });
+}
+
+Result<std::vector<JobRecord>> SqliteStore::ListJobs(std::int64_t account_id) {
+  static const std::string sql = std::string(kJobColumns) + "WHERE account_id = ?1 ORDER BY id";
+  return SelectJobs(sql, account_id);
 }
 
 Result<std::vector<std::int64_t>> SqliteStore::ListRunningJobIds() {
@@ -1092,20 +1100,9 @@ Result<bool> SqliteStore::CancelJob(std::int64_t job_id, std::int64_t now) {
 }
 
 Result<std::vector<JobRecord>> SqliteStore::ListQueuedJobs() {
-  return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
-                                         "state, rounds, current_round, lease_seconds, "
-                                         "final_model, error, created_at, updated_at, "
-                                         "price_credits FROM jobs WHERE state = 'queued' "
-                                         "ORDER BY created_at, id"));
-    std::vector<JobRecord> out;
-    for (;;) {
-      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-      if (!row) break;
-      out.push_back(ReadJob(*stmt));
-    }
-    return out;
-  });
+  static const std::string sql =
+      std::string(kJobColumns) + "WHERE state = 'queued' ORDER BY created_at, id";
+  return SelectJobs(sql, std::nullopt);
 }
 
 Result<bool> SqliteStore::AdmitJob(std::int64_t job_id, std::int64_t period_id, std::int64_t now) {
@@ -1362,21 +1359,9 @@ Result<LedgerTotals> SqliteStore::TotalsBetween(std::int64_t from, std::int64_t 
 }
 
 Result<std::vector<JobRecord>> SqliteStore::ListJobsAdmittedIn(std::int64_t period_id) {
-  return Transact(TxKind::kRead, [&]() -> Result<std::vector<JobRecord>> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, account_id, name, spec_json, model_spec, "
-                                         "state, rounds, current_round, lease_seconds, "
-                                         "final_model, error, created_at, updated_at, "
-                                         "price_credits FROM jobs WHERE admitted_period = ?1 "
-                                         "ORDER BY id"));
-    UBCP_RETURN_IF_ERROR(stmt->BindAll(period_id));
-    std::vector<JobRecord> out;
-    for (;;) {
-      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-      if (!row) break;
-      out.push_back(ReadJob(*stmt));
-    }
-    return out;
-  });
+  static const std::string sql =
+      std::string(kJobColumns) + "WHERE admitted_period = ?1 ORDER BY id";
+  return SelectJobs(sql, period_id);
 }
 
 Result<std::int64_t> SqliteStore::CountHostsSeenSince(std::int64_t since) {
