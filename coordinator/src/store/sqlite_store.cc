@@ -22,6 +22,7 @@
 
 #include "store/sqlite_handle.h"
 #include "store/sqlite_migrations.h"
+#include "ubcp/common/crypto.h"
 #include "ubcp/common/wire.h"
 #include "ubcp/coordinator/store.h"
 
@@ -100,6 +101,13 @@ HostRecord ReadHost(const Statement& s) {
   h.registered_at = s.Int64(5);
   h.last_seen_at = s.Int64(6);
   return h;
+}
+
+// Tokens are found through the index on their BLAKE2b-256 hash (a timing difference there can
+// reveal at most a prefix of a hash, which says nothing about the token), and the stored hash
+// is then compared with the presented one in constant time.
+bool SameTokenHash(const std::string& stored, const std::string& presented) {
+  return common::ConstantTimeEqual(common::AsBytes(stored), common::AsBytes(presented));
 }
 
 // The columns ReadJob reads, in its order.
@@ -472,11 +480,13 @@ Result<std::int64_t> SqliteStore::CreateHost(const NewHost& host) {
 Result<HostRecord> SqliteStore::FindHostByTokenHash(const std::string& token_hash) {
   return Transact(TxKind::kRead, [&]() -> Result<HostRecord> {
     UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, public_key, name, benchmark_json, "
-                                         "capabilities_json, registered_at, last_seen_at "
-                                         "FROM hosts WHERE token_hash = ?1"));
+                                         "capabilities_json, registered_at, last_seen_at, "
+                                         "token_hash FROM hosts WHERE token_hash = ?1"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(token_hash));
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-    if (!row || token_hash.empty()) return MakeError(Errc::kUnauthorized, "unknown host token");
+    if (!row || token_hash.empty() || !SameTokenHash(stmt->Text(7), token_hash)) {
+      return MakeError(Errc::kUnauthorized, "unknown host token");
+    }
     return ReadHost(*stmt);
   });
 }
@@ -530,11 +540,11 @@ Result<std::int64_t> SqliteStore::CreateAccount(const std::string& name,
 // Same reasoning as FindHostByTokenHash: the lookup key is the hash of a 256-bit random token.
 Result<AccountRecord> SqliteStore::FindAccountByTokenHash(const std::string& token_hash) {
   return Transact(TxKind::kRead, [&]() -> Result<AccountRecord> {
-    UBCP_ASSIGN_OR_RETURN(
-        auto stmt, Sql("SELECT id, name, role, created_at FROM accounts WHERE token_hash = ?1"));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, name, role, created_at, token_hash "
+                                         "FROM accounts WHERE token_hash = ?1"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(token_hash));
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-    if (!row || token_hash.empty()) {
+    if (!row || token_hash.empty() || !SameTokenHash(stmt->Text(4), token_hash)) {
       return MakeError(Errc::kUnauthorized, "unknown account token");
     }
     AccountRecord a;
