@@ -5,9 +5,11 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "ubcp/client/benchmark.h"
 #include "ubcp/client/coordinator_api.h"
@@ -45,6 +47,10 @@ int main(int argc, char** argv) {
                  "hex Ed25519 signing key of the coordinator, given at enrollment");
   app.add_flag("--trust-on-first-use", tofu,
                "trust the key the coordinator presents the first time (prints its fingerprint)");
+  std::string root_key_hex;
+  app.add_option("--root-key", root_key_hex,
+                 "pin the coordinator's offline root key (hex): trust the online keys it "
+                 "certifies, following rotations");
   app.add_option("--name", name, "a label for this host");
   app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");
   app.add_option("--threads", options.threads, "torch threads per unit")->check(CLI::Range(1, 256));
@@ -90,9 +96,27 @@ int main(int argc, char** argv) {
     if (!k) return Fail(k.error());
     trust.coordinator_key = *k;
   }
-  auto coordinator_key = client::EstablishTrust(api, *state, trust);
-  if (!coordinator_key) return Fail(coordinator_key.error());
-  spdlog::info("coordinator key {}", common::Fingerprint(*coordinator_key));
+  const auto now_s = [] {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  std::optional<common::TrustedKeys> rooted;
+  std::optional<common::PublicKey> coordinator_key;
+  if (!root_key_hex.empty()) {
+    auto root = common::PublicKey::FromHex(root_key_hex);
+    if (!root) return Fail(root.error());
+    auto trusted = client::RefreshRootedTrust(api, *state, *root, now_s());
+    if (!trusted) return Fail(trusted.error());
+    rooted = *trusted;
+    spdlog::info("root key {}: coordinator key version {} {}", common::Fingerprint(*root),
+                 rooted->version, common::Fingerprint(*rooted->online));
+  } else {
+    auto key = client::EstablishTrust(api, *state, trust);
+    if (!key) return Fail(key.error());
+    coordinator_key = *key;
+    spdlog::info("coordinator key {}", common::Fingerprint(*coordinator_key));
+  }
 
   auto registration = client::EnsureRegistered(api, *state, *key, name,
                                                [&] { return client::RunBenchmark(bench_seconds); });
@@ -115,7 +139,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  client::Runner runner(api, *state, *key, *coordinator_key, registration->host_id, options);
+  std::optional<client::Runner> runner_storage;
+  if (rooted) {
+    runner_storage.emplace(api, *state, *key, *rooted, registration->host_id, options);
+  } else {
+    runner_storage.emplace(api, *state, *key, *coordinator_key, registration->host_id, options);
+  }
+  client::Runner& runner = *runner_storage;
   client::RunSummary s = runner.Run(g_stop);
   spdlog::info("stopping: {} units done ({} finetune, {} eval), {} refused, {} retries",
                s.units_done, s.finetune_units, s.eval_units, s.units_refused, s.retries);

@@ -18,6 +18,7 @@
 #include "ubcp/coordinator/coordinator_service.h"
 #include "ubcp/coordinator/cost_model.h"
 #include "ubcp/coordinator/http_server.h"
+#include "ubcp/coordinator/key_rotation.h"
 #include "ubcp/coordinator/ledger.h"
 #include "ubcp/coordinator/store.h"
 
@@ -58,6 +59,9 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
   }
   datasets.cache_dir = paths.cache();
   coordinator::CoordinatorConfig config;
+  auto statement = coordinator::LoadKeyStatement(paths.signing_key().parent_path());
+  if (!statement) return Fail(statement.error());
+  config.key_statement = *statement;
   config.datasets = datasets;
   config.economy = economy;
   coordinator::Coordinator service(**store, *blobs, *key, coordinator::SystemClockSeconds, config);
@@ -164,6 +168,22 @@ int main(int argc, char** argv) {
   grant->add_option("--key", grant_key, "idempotency key (default: a new random one)");
   grant->add_option("--memo", grant_memo, "why");
 
+  auto* keys = app.add_subcommand("keys", "the offline root key and the online signing key");
+  keys->require_subcommand(1);
+  auto* init_root = keys->add_subcommand("init-root",
+                                         "create the offline root key (keep it off "
+                                         "the coordinator); prints its public key");
+  fs::path root_file;
+  init_root->add_option("--out", root_file, "where to write the root key")->required();
+  auto* rotate = keys->add_subcommand(
+      "rotate", "make a new online signing key certified by the root (restart to use it)");
+  rotate->add_option("--data", paths.data, "data directory")->required();
+  rotate->add_option("--root", root_file, "the root key file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  std::int64_t valid_days = 90;
+  rotate->add_option("--days", valid_days, "validity of the statement")->check(CLI::Range(1, 400));
+
   auto* check_ledger =
       app.add_subcommand("check-ledger", "verify the credit ledger's invariants; exit 1 if broken");
   check_ledger->add_option("--data", paths.data, "data directory")->required();
@@ -172,14 +192,41 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   // The data directory holds the signing key and account tokens' hashes: owner-only.
   std::error_code ec;
-  fs::create_directories(paths.data, ec);
-  if (!ec) fs::permissions(paths.data, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (!paths.data.empty()) {
+    fs::create_directories(paths.data, ec);
+    if (!ec) fs::permissions(paths.data, fs::perms::owner_all, fs::perm_options::replace, ec);
+  }
   if (ec) {
     return Fail(common::MakeError(common::Errc::kIo,
                                   "data directory " + paths.data.string() + ": " + ec.message()));
   }
 
   if (serve->parsed()) return Serve(paths, options, port_file, datasets, economy);
+
+  if (init_root->parsed()) {
+    if (fs::exists(root_file)) {
+      return Fail(common::MakeError(common::Errc::kConflict, root_file.string() + " exists"));
+    }
+    auto root = common::SigningKey::Generate();
+    if (auto saved = root.Save(root_file); !saved) return Fail(saved.error());
+    std::cout << "root_key " << root.public_key().Hex() << "\n"
+              << "fingerprint " << common::Fingerprint(root.public_key()) << "\n";
+    return 0;
+  }
+
+  if (rotate->parsed()) {
+    auto root = common::SigningKey::Load(root_file);
+    if (!root) return Fail(root.error());
+    auto statement =
+        coordinator::RotateOnlineKey(paths.signing_key().parent_path(), *root,
+                                     coordinator::SystemClockSeconds(), valid_days * 86400);
+    if (!statement) return Fail(statement.error());
+    auto online = common::PublicKey::FromHex(statement->online_key);
+    std::cout << "online key version " << statement->version << ": " << common::Fingerprint(*online)
+              << ", valid until " << statement->expires_at
+              << "; restart the coordinator to sign with it\n";
+    return 0;
+  }
 
   if (check_ledger->parsed()) {
     if (!fs::exists(paths.db())) {

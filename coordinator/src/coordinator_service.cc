@@ -198,6 +198,13 @@ common::Status Coordinator::ValidateResult(const common::ResultPayload& payload,
   UBCP_ASSIGN_OR_RETURN(common::TensorList update,
                         common::DecodeTensorBlob(bytes, ref.raw_size, limits));
   UBCP_RETURN_IF_ERROR(common::CheckSameLayout(layout, update));
+  // A non-finite update could only poison the model (aggregation would drop it): it is refused
+  // here, so it is neither stored as a result nor paid for.
+  for (const common::NamedTensor& t : update) {
+    for (float v : t.f32) {
+      if (!std::isfinite(v)) return MakeError(Errc::kInvalidArgument, "update is not finite");
+    }
+  }
   return store_.RecordBlob({ref.id, ref.size, ref.raw_size, "update"}, clock_());
 }
 
@@ -307,14 +314,40 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
       if (!delta) return fail(delta.error());
       deltas.push_back(std::move(*delta));
     }
-    std::vector<WeightedUpdate> updates;
-    for (std::size_t i = 0; i < results.size(); ++i) {
-      updates.push_back({&deltas[i], static_cast<double>(results[i].samples)});
+    // Each update weighs as much as the train shard the coordinator gave it: the samples a
+    // donor reports are its own claim, and would let a cheater buy influence over the model.
+    UBCP_ASSIGN_OR_RETURN(std::vector<ShardRecord> shards, store_.ListShards(job_id));
+    std::map<int, std::int64_t> train_samples;
+    for (const ShardRecord& shard : shards) {
+      if (shard.kind == ShardKind::kTrain) train_samples[shard.index] = shard.samples;
     }
+    std::vector<WeightedUpdate> updates;
+    updates.reserve(results.size());
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      UBCP_ASSIGN_OR_RETURN(UnitRecord unit, store_.GetUnit(results[i].unit_id));
+      auto samples = train_samples.find(unit.shard_index);
+      if (samples == train_samples.end() || samples->second <= 0) {
+        return fail(
+            MakeError(Errc::kInternal, "unit " + std::to_string(unit.id) + " has no train shard"));
+      }
+      updates.push_back({&deltas[i], static_cast<double>(samples->second)});
+    }
+    auto combine = CombineRuleFromName(spec.robust);
+    if (!combine) return fail(combine.error());
+    RobustRule robust;
+    robust.combine = *combine;
+    robust.norm_bound = spec.norm_bound;
+    robust.trim_fraction = spec.trim_fraction;
+    robust.krum_byzantine = spec.krum_byzantine;
     OuterOptimizer optimizer{spec.aggregator == "diloco" ? OuterRule::kDiLoCo : OuterRule::kFedAvg,
                              spec.outer_lr, spec.outer_momentum};
-    auto out = Aggregate(*global, &momentum, updates, optimizer);
+    auto out = Aggregate(*global, &momentum, updates, optimizer, robust);
     if (!out) return fail(out.error());
+    if (out->dropped_non_finite > 0 || out->norm_clipped > 0) {
+      spdlog::warn("job {} round {}: {} non-finite updates dropped, {} scaled down to {} x {:.4g}",
+                   job_id, r, out->dropped_non_finite, out->norm_clipped, spec.norm_bound,
+                   out->median_norm);
+    }
     UBCP_ASSIGN_OR_RETURN(BlobRecord next,
                           PutTensorBlob(blobs_, store_, out->next_global,
                                         common::FloatEncoding::kFp32, "model", now));

@@ -8,9 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -122,6 +125,10 @@ JobSpec SampleJobSpec() {
   s.aggregator = "diloco";
   s.outer_lr = 0.7;
   s.outer_momentum = 0.9;
+  s.robust = "multi_krum";
+  s.trim_fraction = 0.1;
+  s.krum_byzantine = 2;
+  s.norm_bound = 2.5;
   s.update_encoding = "fp32";
   s.test_fraction = 0.2;
   s.max_train_samples = 6000;
@@ -542,6 +549,10 @@ TEST_F(WireTest, JobSpecRoundTrip) {
   EXPECT_EQ(out->aggregator, "diloco");
   ExpectSameBits(out->outer_lr, 0.7);
   ExpectSameBits(out->outer_momentum, 0.9);
+  EXPECT_EQ(out->robust, "multi_krum");
+  ExpectSameBits(out->trim_fraction, 0.1);
+  EXPECT_EQ(out->krum_byzantine, 2);
+  ExpectSameBits(out->norm_bound, 2.5);
   EXPECT_EQ(out->update_encoding, "fp32");
   ExpectSameBits(out->test_fraction, 0.2);
   EXPECT_EQ(out->max_train_samples, 6000);
@@ -549,6 +560,48 @@ TEST_F(WireTest, JobSpecRoundTrip) {
   EXPECT_EQ(out->deadline_s, 600);
   EXPECT_EQ(out->publish_as, "fashion-v1");
   EXPECT_EQ(SerializeJobSpec(*out), text);
+}
+
+TEST_F(WireTest, JobSpecRobustDefaults) {
+  // A spec built in code without naming a rule gets the recommended one (docs/SECURITY.md).
+  JobSpec d;
+  EXPECT_EQ(d.robust, "centered_clip");
+  EXPECT_EQ(d.norm_bound, 3.0);
+  EXPECT_EQ(d.trim_fraction, 0.2);
+  EXPECT_EQ(d.krum_byzantine, 1);
+  JobSpec in = SampleJobSpec();
+  in.robust = d.robust;
+  in.norm_bound = d.norm_bound;
+  in.trim_fraction = d.trim_fraction;
+  in.krum_byzantine = d.krum_byzantine;
+  auto out = ParseJobSpec(SerializeJobSpec(in));
+  ASSERT_TRUE(out) << out.error().ToString();
+  EXPECT_EQ(out->robust, "centered_clip");
+  EXPECT_EQ(out->norm_bound, 3.0);
+}
+
+// The demo's job files (scripts/jobs) are what `ubcp submit` sends: they must stay valid specs.
+TEST_F(WireTest, DemoJobFilesParse) {
+  namespace fs = std::filesystem;
+  fs::path root;
+  if (const char* env = std::getenv("UBCP_SOURCE_DIR")) root = env;
+  for (fs::path p = fs::current_path(); root.empty() && !p.empty(); p = p.parent_path()) {
+    if (fs::exists(p / "scripts" / "jobs")) root = p;
+    if (p == p.parent_path()) break;
+  }
+  ASSERT_FALSE(root.empty()) << "set UBCP_SOURCE_DIR to the source tree";
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(root / "scripts" / "jobs")) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    auto spec = ParseJobSpec(text.str());
+    ASSERT_TRUE(spec) << entry.path() << ": " << spec.error().ToString();
+    EXPECT_EQ(spec->robust, "centered_clip") << entry.path();
+    ++files;
+  }
+  EXPECT_GE(files, 2);
 }
 
 TEST_F(WireTest, JobCreatedRoundTrip) {
@@ -744,6 +797,16 @@ TEST_F(WireTest, JobSpecRanges) {
           {"model prefix", [](O& o) { o["model"] = "hf:bert"; }},
           {"model empty", [](O& o) { o["model"] = ""; }},
           {"aggregator", [](O& o) { o["aggregator"] = "fedsgd"; }},
+          {"robust krum", [](O& o) { o["robust"] = "krum"; }},
+          {"robust empty", [](O& o) { o["robust"] = ""; }},
+          {"trim_fraction 0.46", [](O& o) { o["trim_fraction"] = 0.46; }},
+          {"trim_fraction -0.01", [](O& o) { o["trim_fraction"] = -0.01; }},
+          {"krum_byzantine -1", [](O& o) { o["krum_byzantine"] = -1; }},
+          {"krum_byzantine 65", [](O& o) { o["krum_byzantine"] = 65; }},
+          {"krum_byzantine 1.5", [](O& o) { o["krum_byzantine"] = 1.5; }},
+          {"norm_bound 0.99", [](O& o) { o["norm_bound"] = 0.99; }},
+          {"norm_bound 0", [](O& o) { o["norm_bound"] = 0; }},
+          {"norm_bound 1000.5", [](O& o) { o["norm_bound"] = 1000.5; }},
           {"update_encoding", [](O& o) { o["update_encoding"] = "fp16"; }},
           {"max_train_samples -1", [](O& o) { o["max_train_samples"] = -1; }},
           {"max_test_samples -1", [](O& o) { o["max_test_samples"] = -1; }},
@@ -772,6 +835,16 @@ TEST_F(WireTest, JobSpecRanges) {
                 {"deadline_s 86400", [](O& o) { o["deadline_s"] = 86400; }},
                 {"model zoo", [](O& o) { o["model"] = "zoo:mlp:784-10"; }},
                 {"aggregator fedavg", [](O& o) { o["aggregator"] = "fedavg"; }},
+                {"robust mean", [](O& o) { o["robust"] = "mean"; }},
+                {"robust median", [](O& o) { o["robust"] = "median"; }},
+                {"robust trimmed_mean", [](O& o) { o["robust"] = "trimmed_mean"; }},
+                {"robust centered_clip", [](O& o) { o["robust"] = "centered_clip"; }},
+                {"trim_fraction 0", [](O& o) { o["trim_fraction"] = 0; }},
+                {"trim_fraction 0.45", [](O& o) { o["trim_fraction"] = 0.45; }},
+                {"krum_byzantine 0", [](O& o) { o["krum_byzantine"] = 0; }},
+                {"krum_byzantine 64", [](O& o) { o["krum_byzantine"] = 64; }},
+                {"norm_bound 1", [](O& o) { o["norm_bound"] = 1; }},
+                {"norm_bound 1000", [](O& o) { o["norm_bound"] = 1000.0; }},
                 {"sgd int8",
                  [&](O& o) {
                    params(o)["optimizer"] = "sgd";

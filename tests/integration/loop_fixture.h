@@ -69,12 +69,11 @@ class LoopTest : public ::testing::Test {
     blobs_.emplace(std::move(*blobs));
     signing_key_.emplace(common::SigningKey::Generate());
     now_ = coordinator::SystemClockSeconds();
-    coordinator::CoordinatorConfig config;
-    config.datasets.cache_dir = dir_ / "cache";
-    config.economy.period_seconds = 3600;
-    config.economy.bootstrap_forecast_credits = 2'000'000'000;
+    config_.datasets.cache_dir = dir_ / "cache";
+    config_.economy.period_seconds = 3600;
+    config_.economy.bootstrap_forecast_credits = 2'000'000'000;
     service_ = std::make_unique<coordinator::Coordinator>(
-        *store_, *blobs_, *signing_key_, [this] { return now_.load(); }, config);
+        *store_, *blobs_, *signing_key_, [this] { return now_.load(); }, config_);
     api_ = std::make_unique<coordinator::Api>(*service_, 1 << 20);
     ASSERT_TRUE(coordinator::EnsureSelfSignedCertificate(dir_ / "cert.pem", dir_ / "key.pem"));
     coordinator::ServerOptions options;
@@ -191,6 +190,7 @@ class LoopTest : public ::testing::Test {
   std::optional<coordinator::BlobStore> blobs_;
   std::optional<common::SigningKey> signing_key_;
   std::atomic<std::int64_t> now_{0};
+  coordinator::CoordinatorConfig config_;
   std::unique_ptr<coordinator::Coordinator> service_;
   std::unique_ptr<coordinator::Api> api_;
   std::unique_ptr<coordinator::HttpsServer> server_;

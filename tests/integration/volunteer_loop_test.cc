@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <thread>
 
 #include "integration/loop_fixture.h"
@@ -190,6 +191,40 @@ TEST_F(LoopTest, RecipientsSeeOnlyTheirOwnJobs) {
   r = http->Request("POST", "/v1/jobs", DigitsJob(1), "application/json", {});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
+}
+
+TEST_F(LoopTest, NonFiniteUpdatesAreRefusedAndNotPaidFor) {
+  const std::int64_t job_id = SubmitJob(DigitsJob(1));
+  auto a = NewDonor("a");
+  common::WorkRequest finetune;
+  finetune.kinds = {"finetune_shard"};
+  auto work = a->api->RequestWork(finetune);
+  ASSERT_TRUE(work && work->has_value());
+  auto m = common::ParseManifest((**work).payload);
+  ASSERT_TRUE(m);
+  // The model's layout, with one NaN.
+  common::TensorList update = common::InitModel(*common::ParseModelSpec(m->model_spec), 1);
+  update[0].f32[0] = std::numeric_limits<float>::quiet_NaN();
+  const common::EncodedBlob blob = common::EncodeTensorBlob(update, common::FloatEncoding::kFp32);
+  const std::string id = common::ContentId(blob.bytes);
+  ASSERT_TRUE(a->api->PutBlob(id, blob.bytes));
+  common::ResultPayload r;
+  r.unit_id = m->unit_id;
+  r.host_id = m->host_id;
+  r.attempt = m->attempt;
+  r.manifest_hash = common::PayloadHash(**work);
+  r.kind = m->kind;
+  r.update = common::BlobRef{id, blob.bytes.size(), blob.raw_size};
+  r.metrics = {0.5, 0, 2.3, 32};
+  const Snapshot before = Take(job_id);
+  auto posted = Post(*a->http, "/v1/results",
+                     common::SerializeEnvelope(common::SignPayload(
+                         *a->key, common::kDomainResult, common::SerializeResultPayload(r))),
+                     a->registration.token);
+  ASSERT_TRUE(posted);
+  EXPECT_EQ(posted->status, 400) << posted->body;
+  ExpectSame(before, Take(job_id));
+  EXPECT_EQ(*store_->Balance(coordinator::DonorAccount(a->registration.host_id)), 0);
 }
 
 }  // namespace

@@ -89,6 +89,11 @@ common::Result<common::ResultAck> CoordinatorApi::PostResult(const common::Signe
   return common::ParseResultAck(r.body);
 }
 
+common::Result<common::SignedEnvelope> CoordinatorApi::GetKeyStatement() {
+  UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("GET", "/v1/keys", {}, {}));
+  return common::ParseEnvelope(r.body);
+}
+
 common::Status CoordinatorApi::SetProfile(const common::DonorProfile& profile) {
   UBCP_ASSIGN_OR_RETURN(ClientResponse r,
                         Call("PUT", "/v1/hosts/me/profile", common::SerializeDonorProfile(profile),

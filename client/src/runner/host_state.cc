@@ -82,6 +82,51 @@ common::Status HostState::TrustCoordinatorKey(const common::PublicKey& key) cons
   return WriteFileAtomically(dir_ / "coordinator.pub", key.Hex() + "\n", 0644);
 }
 
+namespace {
+constexpr std::string_view kTrustedKeysHeader = "ubcp-trusted-keys-v1";
+}  // namespace
+
+common::Result<common::TrustedKeys> HostState::LoadTrustedKeys(
+    const common::PublicKey& root) const {
+  common::TrustedKeys trusted;
+  trusted.root = root;
+  UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                        ReadSmallFile(dir_ / "trusted-keys", 1024));
+  if (!text) return trusted;
+  // Five lines: header, root, version, online key, expiry.
+  std::istringstream in(*text);
+  std::string header, root_hex, version, online_hex, expires;
+  if (!std::getline(in, header) || header != kTrustedKeysHeader || !std::getline(in, root_hex) ||
+      !std::getline(in, version) || !std::getline(in, online_hex) || !std::getline(in, expires)) {
+    return MakeError(Errc::kMalformed, "bad trusted-keys file");
+  }
+  UBCP_ASSIGN_OR_RETURN(common::PublicKey stored_root, common::PublicKey::FromHex(root_hex));
+  if (!(stored_root == root)) {
+    return MakeError(Errc::kConflict, "this host's state pins another root key");
+  }
+  UBCP_ASSIGN_OR_RETURN(common::PublicKey online, common::PublicKey::FromHex(online_hex));
+  try {
+    std::size_t used = 0;
+    trusted.version = std::stoll(version, &used);
+    if (used != version.size() || trusted.version < 1) throw std::invalid_argument("version");
+    trusted.expires_at = std::stoll(expires, &used);
+    if (used != expires.size()) throw std::invalid_argument("expiry");
+  } catch (const std::exception&) {
+    return MakeError(Errc::kMalformed, "bad trusted-keys file");
+  }
+  trusted.online = online;
+  return trusted;
+}
+
+common::Status HostState::SaveTrustedKeys(const common::TrustedKeys& trusted) const {
+  if (!trusted.online) return MakeError(Errc::kInvalidArgument, "no online key to save");
+  return WriteFileAtomically(dir_ / "trusted-keys",
+                             std::string(kTrustedKeysHeader) + "\n" + trusted.root.Hex() + "\n" +
+                                 std::to_string(trusted.version) + "\n" + trusted.online->Hex() +
+                                 "\n" + std::to_string(trusted.expires_at) + "\n",
+                             0644);
+}
+
 common::Result<std::optional<Registration>> HostState::LoadRegistration() const {
   UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
                         ReadSmallFile(dir_ / "registration.json", 4096));

@@ -5,6 +5,7 @@
 #include <sys/sysinfo.h>
 
 #include <chrono>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -136,12 +137,35 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
 
 Runner::Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
                common::PublicKey coordinator_key, std::int64_t host_id, RunnerOptions options)
+    : api_(api), state_(state), key_(key), host_id_(host_id), options_(std::move(options)) {
+  trusted_.online = coordinator_key;
+  trusted_.expires_at = std::numeric_limits<std::int64_t>::max();
+}
+
+Runner::Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+               common::TrustedKeys rooted, std::int64_t host_id, RunnerOptions options)
     : api_(api),
       state_(state),
       key_(key),
-      coordinator_key_(coordinator_key),
+      trusted_(std::move(rooted)),
+      rooted_(true),
       host_id_(host_id),
       options_(std::move(options)) {}
+
+common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, const HostState& state,
+                                                       const common::PublicKey& root,
+                                                       std::int64_t now) {
+  UBCP_ASSIGN_OR_RETURN(common::TrustedKeys trusted, state.LoadTrustedKeys(root));
+  UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope statement, api.GetKeyStatement());
+  UBCP_ASSIGN_OR_RETURN(common::TrustedKeys next,
+                        common::AcceptKeyStatement(trusted, statement, now));
+  if (next.version != trusted.version || next.expires_at != trusted.expires_at) {
+    UBCP_RETURN_IF_ERROR(state.SaveTrustedKeys(next));
+    spdlog::info("coordinator key version {} accepted: {}", next.version,
+                 common::Fingerprint(*next.online));
+  }
+  return next;
+}
 
 common::Result<common::Bytes> Runner::FetchBlob(const common::BlobRef& ref) {
   if (auto cached = state_.CachedBlob(ref.id); cached && cached->size() == ref.size) {
@@ -173,8 +197,23 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   const common::SignedEnvelope& envelope = **work;
 
   // The signature is checked before the manifest is parsed: a proxy or mirror cannot forge work.
-  if (auto ok = common::VerifyEnvelope(envelope, common::kDomainManifest, coordinator_key_); !ok) {
-    spdlog::error("refusing manifest: {}", ok.error().ToString());
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  auto signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
+  if (!signer_ok && rooted_) {
+    // Perhaps the coordinator rotated its key (or our statement expired): ask for the current
+    // statement, which must pass the root's rules, and check once more.
+    auto refreshed = RefreshRootedTrust(api_, state_, trusted_.root, now);
+    if (refreshed) {
+      trusted_ = *refreshed;
+      signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
+    } else {
+      spdlog::error("key statement refused: {}", refreshed.error().ToString());
+    }
+  }
+  if (!signer_ok) {
+    spdlog::error("refusing manifest: {}", signer_ok.error().ToString());
     return Step::kRefused;
   }
   auto manifest = common::ParseManifest(envelope.payload);

@@ -550,6 +550,10 @@ std::string SerializeJobSpec(const JobSpec& s) {
   o["aggregator"] = s.aggregator;
   o["outer_lr"] = s.outer_lr;
   o["outer_momentum"] = s.outer_momentum;
+  o["robust"] = s.robust;
+  o["trim_fraction"] = s.trim_fraction;
+  o["krum_byzantine"] = s.krum_byzantine;
+  o["norm_bound"] = s.norm_bound;
   o["update_encoding"] = s.update_encoding;
   o["test_fraction"] = s.test_fraction;
   o["max_train_samples"] = s.max_train_samples;
@@ -574,6 +578,11 @@ Result<JobSpec> ParseJobSpec(std::string_view json) {
     UBCP_ASSIGN_OR_RETURN(s.outer_lr, r.Double("outer_lr", DoubleRange{0, 10, true, false}));
     UBCP_ASSIGN_OR_RETURN(s.outer_momentum,
                           r.Double("outer_momentum", DoubleRange{0, 1, false, true}));
+    UBCP_ASSIGN_OR_RETURN(s.robust, r.Enum("robust", {"mean", "median", "trimmed_mean",
+                                                      "multi_krum", "centered_clip"}));
+    UBCP_ASSIGN_OR_RETURN(s.trim_fraction, r.Double("trim_fraction", DoubleRange{0, 0.45}));
+    UBCP_ASSIGN_OR_RETURN(s.krum_byzantine, r.Int("krum_byzantine", 0, 64));
+    UBCP_ASSIGN_OR_RETURN(s.norm_bound, r.Double("norm_bound", DoubleRange{1, 1000}));
     UBCP_ASSIGN_OR_RETURN(s.update_encoding, r.Enum("update_encoding", {"fp32", "int8"}));
     UBCP_ASSIGN_OR_RETURN(s.test_fraction,
                           r.Double("test_fraction", DoubleRange{0, 0.9, true, false}));

@@ -142,6 +142,12 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                              {"signing_key", key.Hex()},
                                              {"fingerprint", common::Fingerprint(key)}}));
   }
+  if (m == "GET" && n == 1 && parts[0] == "keys") {
+    if (coordinator_.key_statement().empty()) {
+      return ErrorResponse(MakeError(Errc::kNotFound, "this coordinator has no root-signed key"));
+    }
+    return Json(200, coordinator_.key_statement());
+  }
   if (m == "POST" && n == 1 && parts[0] == "hosts") {
     auto r = coordinator_.RegisterHost(req.body);
     if (!r) return ErrorResponse(r.error());

@@ -26,6 +26,8 @@ class CoordinatorApi {
   void set_token(std::string token) { token_ = std::move(token); }
 
   common::Result<CoordinatorInfo> GetInfo();
+  // The root-signed statement certifying the coordinator's signing key (GET /v1/keys).
+  common::Result<common::SignedEnvelope> GetKeyStatement();
   common::Result<common::HostRegistered> Register(const common::SignedEnvelope& registration);
   // nullopt when the coordinator has no work (204).
   common::Result<std::optional<common::SignedEnvelope>> RequestWork(

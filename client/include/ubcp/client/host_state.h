@@ -2,7 +2,9 @@
 #pragma once
 // The donor client's state directory, everything it must keep across restarts:
 //   host.key          Ed25519 secret key (0600), created on first start
-//   coordinator.pub   the coordinator signing key this host trusts (hex)
+//   coordinator.pub   the coordinator signing key this host trusts (hex), without a root key
+//   trusted-keys      with a pinned root key: the root, and the newest key statement accepted
+//                     (version, online key, expiry), so that a restart cannot be rolled back
 //   registration.json host id and bearer token (0600)
 //   blobs/<id>        cache of downloaded blobs, re-checked by hash on every read
 // Files are written atomically (temp file + rename).
@@ -13,6 +15,7 @@
 #include <string>
 
 #include "ubcp/common/crypto.h"
+#include "ubcp/common/key_statement.h"
 #include "ubcp/common/result.h"
 
 namespace ubcp::client {
@@ -30,6 +33,10 @@ class HostState {
   // nullopt when no coordinator key has been trusted yet.
   common::Result<std::optional<common::PublicKey>> TrustedCoordinatorKey() const;
   common::Status TrustCoordinatorKey(const common::PublicKey& key) const;
+  // The state accepted under `root` (version 0 and no online key when nothing is stored yet).
+  // kConflict when the stored state belongs to another root.
+  common::Result<common::TrustedKeys> LoadTrustedKeys(const common::PublicKey& root) const;
+  common::Status SaveTrustedKeys(const common::TrustedKeys& trusted) const;
   common::Result<std::optional<Registration>> LoadRegistration() const;
   common::Status SaveRegistration(const Registration& registration) const;
 

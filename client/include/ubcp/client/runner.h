@@ -28,6 +28,12 @@ struct TrustOptions {
 // now, which is stored. kForbidden when the coordinator presents another key.
 common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const HostState& state,
                                                  const TrustOptions& options);
+// With a pinned root key (key_statement.h): fetches the coordinator's key statement, accepts it
+// against what this host accepted before (no rollback, no expired statement, no other key at the
+// same version) and saves the result. Called at start and when a manifest's signer is unknown.
+common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, const HostState& state,
+                                                       const common::PublicKey& root,
+                                                       std::int64_t now);
 
 common::HostBenchmark ToWire(const BenchmarkReport& report);
 // Loads the saved registration, or registers this host (proof of possession: the registration
@@ -59,8 +65,12 @@ struct RunSummary {
 
 class Runner {
  public:
+  // Trusts one coordinator key for good (enrolled or trusted on first use).
   Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
          common::PublicKey coordinator_key, std::int64_t host_id, RunnerOptions options);
+  // Trusts the online key certified by a pinned root, following its rotations.
+  Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+         common::TrustedKeys rooted, std::int64_t host_id, RunnerOptions options);
   // Runs until max_units, max_idle_polls or `stop`. Returns the summary.
   RunSummary Run(const std::atomic<bool>& stop);
 
@@ -72,7 +82,8 @@ class Runner {
   CoordinatorApi& api_;
   const HostState& state_;
   const common::SigningKey& key_;
-  common::PublicKey coordinator_key_;
+  common::TrustedKeys trusted_;
+  bool rooted_ = false;  // refresh trusted_ from the coordinator's key statement when needed
   std::int64_t host_id_;
   RunnerOptions options_;
 };

@@ -175,6 +175,12 @@ struct JobSpec {
   std::string aggregator;   // "fedavg" | "diloco"
   double outer_lr = 1.0;
   double outer_momentum = 0.0;  // diloco Nesterov momentum
+  // How the round's updates are combined before the outer step (docs/SECURITY.md):
+  // "mean" | "median" | "trimmed_mean" | "multi_krum" | "centered_clip".
+  std::string robust = "centered_clip";
+  double trim_fraction = 0.2;   // trimmed_mean: dropped at each end per coordinate, [0, 0.45]
+  int krum_byzantine = 1;       // multi_krum: Byzantine updates tolerated, 0..64
+  double norm_bound = 3.0;      // every rule: update norms capped at this x the median, [1, 1000]
   std::string update_encoding;  // "fp32" | "int8"
   double test_fraction = 0.2;   // held out, never trained on (ignored when the set has its own)
   std::int64_t max_train_samples = 0;  // 0 = all

@@ -38,6 +38,9 @@ struct CoordinatorConfig {
   std::uint64_t max_blob_download = 256ull << 20;
   int replication = 1;  // copies of each unit a job pays for (validation: issue #4)
   EconomyConfig economy;
+  // The offline root's statement certifying the signing key (envelope JSON, key_rotation.h),
+  // served at GET /v1/keys; "" when the coordinator runs without a root key.
+  std::string key_statement;
 };
 
 class Coordinator {
@@ -46,6 +49,7 @@ class Coordinator {
               Clock clock, CoordinatorConfig config);
 
   const common::PublicKey& signing_key() const { return signing_key_.public_key(); }
+  const std::string& key_statement() const { return config_.key_statement; }
 
   // ---- authentication: bearer tokens are looked up by their hash ----
   common::Result<HostRecord> AuthenticateHost(std::string_view token);
