@@ -110,6 +110,18 @@ bool SameTokenHash(const std::string& stored, const std::string& presented) {
   return common::ConstantTimeEqual(common::AsBytes(stored), common::AsBytes(presented));
 }
 
+// Rows of (id, hour, credits): calls add(id, credits x 2^(-age / half-life)), the age measured
+// from the start of the hour to `now`.
+template <class Add>
+Status AccumulateDecayed(Statement& stmt, std::int64_t now, double half_life_s, Add add) {
+  for (;;) {
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return {};
+    const double age = std::max(0.0, static_cast<double>(now - stmt.Int64(1) * 3600));
+    add(stmt.Int64(0), static_cast<double>(stmt.Int64(2)) * std::exp2(-age / half_life_s));
+  }
+}
+
 // The columns ReadJob reads, in its order.
 constexpr std::string_view kJobColumns =
     "SELECT id, account_id, name, spec_json, model_spec, state, rounds, current_round, "
@@ -1330,15 +1342,9 @@ SELECT j.account_id, t.at / 3600, SUM(e.amount)
 FROM ledger_txns t JOIN ledger_entries e ON e.txn_key = t.key JOIN jobs j ON j.id = t.job_id
 WHERE t.kind = 'spend' AND e.account = 'spent'
 GROUP BY j.account_id, t.at / 3600)sql"));
-    for (;;) {
-      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-      if (!row) break;
-      auto it = index.find(stmt->Int64(0));
-      if (it == index.end()) continue;
-      const double age = std::max(0.0, static_cast<double>(now - stmt->Int64(1) * 3600));
-      out[it->second].recent_usage_credits +=
-          static_cast<double>(stmt->Int64(2)) * std::exp2(-age / half_life_s);
-    }
+    UBCP_RETURN_IF_ERROR(AccumulateDecayed(*stmt, now, half_life_s, [&](std::int64_t id, double v) {
+      if (auto it = index.find(id); it != index.end()) out[it->second].recent_usage_credits += v;
+    }));
     return out;
   });
 }
@@ -1430,15 +1436,9 @@ GROUP BY h.id)sql"));
     // Validated work per host and hour; older hours count for less.
     UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT host_id, received_at / 3600, SUM(credits) "
                                          "FROM results GROUP BY host_id, received_at / 3600"));
-    for (;;) {
-      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-      if (!row) break;
-      auto it = index.find(stmt->Int64(0));
-      if (it == index.end()) continue;
-      const double age = std::max(0.0, static_cast<double>(now - stmt->Int64(1) * 3600));
-      out[it->second].recent_credits +=
-          static_cast<double>(stmt->Int64(2)) * std::exp2(-age / half_life_s);
-    }
+    UBCP_RETURN_IF_ERROR(AccumulateDecayed(*stmt, now, half_life_s, [&](std::int64_t id, double v) {
+      if (auto it = index.find(id); it != index.end()) out[it->second].recent_credits += v;
+    }));
     std::sort(out.begin(), out.end(), [](const HostContribution& a, const HostContribution& b) {
       return a.credits != b.credits ? a.credits > b.credits : a.host_id < b.host_id;
     });
