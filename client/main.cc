@@ -52,6 +52,12 @@ int main(int argc, char** argv) {
                  "pin the coordinator's offline root key (hex): trust the online keys it "
                  "certifies, following rotations");
   app.add_option("--name", name, "a label for this host");
+  std::string adversary_mode = "honest";
+  app.add_option("--adversary", adversary_mode,
+                 "robustness experiments only: sign_flip, scale, noise or zeros replace this "
+                 "host's updates (default: honest)");
+  app.add_option("--adversary-scale", options.adversary.scale, "factor for the adversary")
+      ->check(CLI::PositiveNumber);
   app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");
   app.add_option("--threads", options.threads, "torch threads per unit")->check(CLI::Range(1, 256));
   app.add_option("--idle-exit", options.max_idle_polls,
@@ -68,6 +74,12 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
+  auto adversary = client::ParseAdversaryMode(adversary_mode);
+  if (!adversary) return Fail(adversary.error());
+  options.adversary.mode = *adversary;
+  if (options.adversary.mode != client::AdversaryMode::kHonest) {
+    spdlog::warn("ADVERSARY MODE '{}': this host returns hostile updates", adversary_mode);
+  }
   if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

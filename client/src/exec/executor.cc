@@ -23,7 +23,8 @@ common::Result<common::TensorList> OpenBlob(const common::BlobRef& ref, common::
 }  // namespace
 
 common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSpan model_blob,
-                                       common::ByteSpan data_blob, int threads) {
+                                       common::ByteSpan data_blob, int threads,
+                                       const Adversary& adversary) {
   const auto start = std::chrono::steady_clock::now();
   UBCP_ASSIGN_OR_RETURN(common::ModelSpec spec, common::ParseModelSpec(m.model_spec));
   const common::TensorList layout = common::ModelLayout(spec);
@@ -58,6 +59,7 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
                           common::ParseFloatEncoding(m.update_encoding));
     UBCP_ASSIGN_OR_RETURN(common::TrainOutcome trained,
                           common::TrainShard(spec, weights, data, params));
+    UBCP_RETURN_IF_ERROR(ApplyAdversary(adversary, params.seed, trained.delta));
     out.update = common::EncodeTensorBlob(trained.delta, encoding);
     out.metrics.loss = trained.last_loss;
     out.metrics.first_loss = trained.first_loss;

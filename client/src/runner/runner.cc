@@ -239,7 +239,7 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
                   (!model ? model.error() : data.error()).ToString());
     return Step::kRefused;
   }
-  auto output = ExecuteUnit(m, *model, *data, options_.threads);
+  auto output = ExecuteUnit(m, *model, *data, options_.threads, options_.adversary);
   if (!output) {
     spdlog::error("unit {}: execution failed: {}", m.unit_id, output.error().ToString());
     return Step::kRefused;

@@ -7,6 +7,7 @@
 
 #include <optional>
 
+#include "ubcp/client/adversary.h"
 #include "ubcp/common/tensor_codec.h"
 #include "ubcp/common/wire.h"
 
@@ -21,8 +22,9 @@ struct UnitOutput {
   double wall_seconds = 0;
 };
 
+// `adversary` (adversary.h) replaces a finetune update before it is encoded; honest by default.
 common::Result<UnitOutput> ExecuteUnit(const common::Manifest& manifest,
                                        common::ByteSpan model_blob, common::ByteSpan data_blob,
-                                       int threads);
+                                       int threads, const Adversary& adversary = {});
 
 }  // namespace ubcp::client

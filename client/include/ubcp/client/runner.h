@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ubcp/client/adversary.h"
 #include "ubcp/client/benchmark.h"
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/host_state.h"
@@ -50,6 +51,7 @@ struct RunnerOptions {
   double idle_poll_s = 1.0;        // wait when there is no work
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never
   double max_backoff_s = 30.0;
+  Adversary adversary;  // robustness experiments only (adversary.h); honest by default
 };
 
 struct RunSummary {

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/client/adversary.h"
+
+#include <cmath>
+#include <random>
+
+namespace ubcp::client {
+using common::Errc;
+using common::MakeError;
+
+common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name) {
+  if (name == "honest") return AdversaryMode::kHonest;
+  if (name == "sign_flip") return AdversaryMode::kSignFlip;
+  if (name == "scale") return AdversaryMode::kScale;
+  if (name == "noise") return AdversaryMode::kNoise;
+  if (name == "zeros") return AdversaryMode::kZeros;
+  return MakeError(Errc::kInvalidArgument, "unknown adversary mode '" + std::string(name) + "'");
+}
+
+common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
+                              common::TensorList& delta) {
+  if (!(adversary.scale > 0) || !std::isfinite(adversary.scale)) {
+    return MakeError(Errc::kInvalidArgument, "adversary scale must be positive");
+  }
+  const float scale = static_cast<float>(adversary.scale);
+  switch (adversary.mode) {
+    case AdversaryMode::kHonest:
+      return {};
+    case AdversaryMode::kSignFlip:
+    case AdversaryMode::kScale: {
+      const float factor = adversary.mode == AdversaryMode::kSignFlip ? -scale : scale;
+      for (auto& t : delta) {
+        for (float& v : t.f32) v *= factor;
+      }
+      return {};
+    }
+    case AdversaryMode::kZeros:
+      for (auto& t : delta) {
+        for (float& v : t.f32) v = 0.0f;
+      }
+      return {};
+    case AdversaryMode::kNoise: {
+      double sum_sq = 0;
+      std::size_t count = 0;
+      for (const auto& t : delta) {
+        for (float v : t.f32) sum_sq += static_cast<double>(v) * v;
+        count += t.f32.size();
+      }
+      const double rms = count > 0 ? std::sqrt(sum_sq / static_cast<double>(count)) : 0.0;
+      std::mt19937_64 rng(seed);
+      std::normal_distribution<double> normal(0.0, std::max(rms, 1e-6) * adversary.scale);
+      for (auto& t : delta) {
+        for (float& v : t.f32) v = static_cast<float>(normal(rng));
+      }
+      return {};
+    }
+  }
+  return MakeError(Errc::kInvalidArgument, "unknown adversary mode");
+}
+
+}  // namespace ubcp::client
