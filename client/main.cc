@@ -54,8 +54,8 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "a label for this host");
   std::string adversary_mode = "honest";
   app.add_option("--adversary", adversary_mode,
-                 "robustness experiments only: sign_flip, scale, noise or zeros replace this "
-                 "host's updates (default: honest)");
+                 "robustness experiments only: sign_flip, scale, noise, zeros or label_flip make "
+                 "this host's updates hostile (default: honest)");
   app.add_option("--adversary-scale", options.adversary.scale, "factor for the adversary")
       ->check(CLI::PositiveNumber);
   app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");

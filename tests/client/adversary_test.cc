@@ -43,6 +43,21 @@ TEST(AdversaryTest, ModesTransformTheUpdateAsDocumented) {
   EXPECT_GT(std::sqrt(norm), 10 * std::sqrt(0.25 + 1 + 4));
 }
 
+TEST(AdversaryTest, LabelFlipPoisonsOnlyTheLabels) {
+  common::TensorList data = {
+      common::NamedTensor{"x", common::TensorKind::kU8, {3, 1}, {}, {1, 2, 3}},
+      common::NamedTensor{"y", common::TensorKind::kU8, {3}, {}, {0, 4, 9}}};
+  ASSERT_TRUE(PoisonLabels({AdversaryMode::kLabelFlip, 1}, 10, data));
+  EXPECT_EQ(data[1].u8, (std::vector<std::uint8_t>{9, 5, 0}));
+  EXPECT_EQ(data[0].u8, (std::vector<std::uint8_t>{1, 2, 3}));
+  ASSERT_TRUE(PoisonLabels({AdversaryMode::kSignFlip, 10}, 10, data));  // not a data attack
+  EXPECT_EQ(data[1].u8, (std::vector<std::uint8_t>{9, 5, 0}));
+  common::TensorList delta = Delta();
+  ASSERT_TRUE(ApplyAdversary({AdversaryMode::kLabelFlip, 1}, 1, delta));  // honest update step
+  EXPECT_EQ(delta[0].f32, Delta()[0].f32);
+  EXPECT_EQ(*ParseAdversaryMode("label_flip"), AdversaryMode::kLabelFlip);
+}
+
 TEST(AdversaryTest, ParsesNamesAndRefusesBadInput) {
   EXPECT_EQ(*ParseAdversaryMode("sign_flip"), AdversaryMode::kSignFlip);
   EXPECT_EQ(*ParseAdversaryMode("honest"), AdversaryMode::kHonest);

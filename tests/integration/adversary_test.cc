@@ -14,7 +14,8 @@ class AdversaryLoopTest : public LoopTest {
  protected:
   // Runs the job to the end with 3 donors, each training exactly one shard per round, donor 0 a
   // cheater; an honest fourth host evaluates. Returns the final model's accuracy.
-  double RunWithOneCheater(const std::string& robust) {
+  double RunWithOneCheater(const std::string& robust,
+                           client::Adversary cheat = {client::AdversaryMode::kSignFlip, 10.0}) {
     auto spec = common::ParseJobSpec(DigitsJob(3));
     EXPECT_TRUE(spec);
     spec->units_per_round = 3;
@@ -28,7 +29,7 @@ class AdversaryLoopTest : public LoopTest {
       options.max_idle_polls = 20;
       options.idle_poll_s = 0.05;
       options.kinds = {kind};
-      if (i == 0) options.adversary = {client::AdversaryMode::kSignFlip, 10.0};
+      if (i == 0) options.adversary = cheat;
       client::Runner runner(*donors[i]->api, *donors[i]->state, *donors[i]->key,
                             signing_key_->public_key(), donors[i]->registration.host_id, options);
       std::atomic<bool> stop{false};
@@ -55,6 +56,13 @@ TEST_F(AdversaryLoopTest, ThePlainMeanDoesNot) {
   const double plain = RunWithOneCheater("mean");
   std::cout << "one sign-flipping donor of three: mean accuracy " << plain << "\n";
   EXPECT_LT(plain, 0.5);
+}
+
+TEST_F(AdversaryLoopTest, CenteredClippingResistsALabelFlippingThird) {
+  const double robust =
+      RunWithOneCheater("centered_clip", {client::AdversaryMode::kLabelFlip, 1.0});
+  std::cout << "one label-flipping donor of three: centered_clip accuracy " << robust << "\n";
+  EXPECT_GT(robust, 0.8);
 }
 
 }  // namespace

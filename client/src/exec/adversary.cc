@@ -14,7 +14,20 @@ common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name) {
   if (name == "scale") return AdversaryMode::kScale;
   if (name == "noise") return AdversaryMode::kNoise;
   if (name == "zeros") return AdversaryMode::kZeros;
+  if (name == "label_flip") return AdversaryMode::kLabelFlip;
   return MakeError(Errc::kInvalidArgument, "unknown adversary mode '" + std::string(name) + "'");
+}
+
+common::Status PoisonLabels(const Adversary& adversary, int classes, common::TensorList& data) {
+  if (adversary.mode != AdversaryMode::kLabelFlip) return {};
+  if (classes < 2 || classes > 256) return MakeError(Errc::kInvalidArgument, "bad class count");
+  for (auto& t : data) {
+    if (t.name != "y") continue;
+    for (std::uint8_t& y : t.u8) {
+      if (y < classes) y = static_cast<std::uint8_t>(classes - 1 - y);
+    }
+  }
+  return {};
 }
 
 common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
@@ -25,6 +38,7 @@ common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
   const float scale = static_cast<float>(adversary.scale);
   switch (adversary.mode) {
     case AdversaryMode::kHonest:
+    case AdversaryMode::kLabelFlip:
       return {};
     case AdversaryMode::kSignFlip:
     case AdversaryMode::kScale: {

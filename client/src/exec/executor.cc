@@ -57,6 +57,7 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
     params.threads = threads;
     UBCP_ASSIGN_OR_RETURN(common::FloatEncoding encoding,
                           common::ParseFloatEncoding(m.update_encoding));
+    UBCP_RETURN_IF_ERROR(PoisonLabels(adversary, spec.classes, data));
     UBCP_ASSIGN_OR_RETURN(common::TrainOutcome trained,
                           common::TrainShard(spec, weights, data, params));
     UBCP_RETURN_IF_ERROR(ApplyAdversary(adversary, params.seed, trained.delta));

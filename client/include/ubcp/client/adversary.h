@@ -9,6 +9,7 @@
 //   scale      scale x delta         (outsized, in the honest direction)
 //   noise      Gaussian noise with scale x the delta's RMS per element, seeded
 //   zeros      an all-zero update    (lazy: no training was needed)
+//   label_flip trains honestly on poisoned labels: label y becomes classes - 1 - y
 
 #include <cstdint>
 #include <string_view>
@@ -18,17 +19,20 @@
 
 namespace ubcp::client {
 
-enum class AdversaryMode { kHonest, kSignFlip, kScale, kNoise, kZeros };
+enum class AdversaryMode { kHonest, kSignFlip, kScale, kNoise, kZeros, kLabelFlip };
 
 struct Adversary {
   AdversaryMode mode = AdversaryMode::kHonest;
   double scale = 10.0;  // > 0
 };
 
-// "honest", "sign_flip", "scale", "noise", "zeros"; kInvalidArgument otherwise.
+// "honest", "sign_flip", "scale", "noise", "zeros", "label_flip"; kInvalidArgument otherwise.
 common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name);
 
-// Applies `adversary` to a finetune delta in place; deterministic for a given seed.
+// Before training: label_flip poisons the shard's labels 'y' in place (other modes: no-op).
+common::Status PoisonLabels(const Adversary& adversary, int classes, common::TensorList& data);
+// After training: applies `adversary` to a finetune delta in place; deterministic for a given
+// seed (label_flip: no-op here).
 // kInvalidArgument for a scale that is not positive and finite.
 common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
                               common::TensorList& delta);
