@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "ubcp/common/atomic_file.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/coordinator/api.h"
 #include "ubcp/coordinator/blob_store.h"
@@ -75,10 +76,11 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
                options.address, (*server)->port(), common::Fingerprint(key->public_key()),
                options.cert_file.string());
   if (!port_file.empty()) {
-    fs::path tmp = port_file;
-    tmp += ".tmp";
-    std::ofstream(tmp) << (*server)->port() << "\n";
-    fs::rename(tmp, port_file);
+    if (auto written =
+            common::WriteFileAtomically(port_file, std::to_string((*server)->port()) + "\n", 0644);
+        !written) {
+      spdlog::error("port file: {}", written.error().ToString());
+    }
   }
   // The economy's clock: periods roll and queued jobs are admitted even when no request comes.
   std::mutex tick_mu;

@@ -1,9 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/client/host_state.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
@@ -37,23 +34,6 @@ common::Result<std::optional<std::string>> ReadSmallFile(const fs::path& path, s
 }
 
 }  // namespace
-
-common::Status WriteFileAtomically(const fs::path& path, std::string_view content, unsigned mode) {
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return MakeError(Errc::kIo, "cannot write " + tmp.string());
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ok = ::fsync(fd) == 0 && ok;
-  ok = ::close(fd) == 0 && ok;
-  std::error_code ec;
-  if (ok) fs::rename(tmp, path, ec);
-  if (!ok || ec) {
-    fs::remove(tmp, ec);
-    return MakeError(Errc::kIo, "cannot write " + path.string());
-  }
-  return {};
-}
 
 common::Result<HostState> HostState::Open(const fs::path& dir) {
   std::error_code ec;

@@ -1,5 +1,4 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -9,15 +8,14 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <system_error>
 
+#include "ubcp/common/atomic_file.h"
 #include "ubcp/coordinator/http_server.h"
 
 namespace ubcp::coordinator {
@@ -168,12 +166,8 @@ common::Result<std::string> ToPem(bool secret, WriteFn write) {
   return std::string(data, static_cast<std::size_t>(size));
 }
 
-common::Error IoError(const std::string& what, int error_number) {
-  return common::MakeError(common::Errc::kIo, what + ": " + std::strerror(error_number));
-}
-
-// Writes `content` to `path` through a temporary file in the same directory and a rename, so a
-// crash never leaves a half-written key or certificate behind.
+// Writes `content` to `path` (creating its directory) atomically, so a crash never leaves a
+// half-written key or certificate behind.
 common::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view content,
                                    mode_t mode) {
   std::error_code ec;
@@ -183,47 +177,7 @@ common::Status WriteFileAtomically(const std::filesystem::path& path, std::strin
     if (ec)
       return common::MakeError(common::Errc::kIo, "create " + dir.string() + ": " + ec.message());
   }
-  unsigned char suffix[8];
-  if (RAND_bytes(suffix, sizeof(suffix)) != 1) return OpenSslFailure("RAND_bytes");
-  std::string tmp = path.string() + ".tmp.";
-  for (unsigned char b : suffix) tmp += "0123456789abcdef"[b & 0xf];
-
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) return IoError("create " + tmp, errno);
-  auto fail = [&](const std::string& what) {
-    int saved = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return IoError(what, saved);
-  };
-  // The umask may only have removed bits; fchmod makes the mode exact either way.
-  if (::fchmod(fd, mode) != 0) return fail("chmod " + tmp);
-  std::size_t written = 0;
-  while (written < content.size()) {
-    ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("write " + tmp);
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) return fail("fsync " + tmp);
-  if (::close(fd) != 0) {
-    int saved = errno;
-    ::unlink(tmp.c_str());
-    return IoError("close " + tmp, saved);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int saved = errno;
-    ::unlink(tmp.c_str());
-    return IoError("rename " + tmp + " to " + path.string(), saved);
-  }
-  int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return {};
+  return common::WriteFileAtomically(path, content, mode);
 }
 
 common::Status Generate(const std::filesystem::path& cert_file,

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "ubcp/common/atomic_file.h"
 #include "ubcp/common/wire.h"
 
 namespace ubcp::coordinator {
@@ -15,21 +16,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t kMaxStatementFile = 16 * 1024;
-
-common::Status WriteAtomically(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return MakeError(Errc::kIo, "cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return MakeError(Errc::kIo, "cannot rename " + tmp.string() + ": " + ec.message());
-  return {};
-}
 
 }  // namespace
 
@@ -83,9 +69,9 @@ common::Result<common::KeyStatement> RotateOnlineKey(const fs::path& keys_dir,
   statement.issued_at = now;
   statement.expires_at = now + valid_seconds;
   UBCP_RETURN_IF_ERROR(online.Save(keys_dir / "signing.key"));
-  UBCP_RETURN_IF_ERROR(
-      WriteAtomically(keys_dir / "statement.json",
-                      common::SerializeEnvelope(common::CertifyOnlineKey(root, statement))));
+  UBCP_RETURN_IF_ERROR(common::WriteFileAtomically(
+      keys_dir / "statement.json",
+      common::SerializeEnvelope(common::CertifyOnlineKey(root, statement)), 0644));
   return statement;
 }
 

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "ubcp/common/atomic_file.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/common/key_statement.h"
 #include "ubcp/common/result.h"
@@ -51,8 +52,7 @@ class HostState {
   std::filesystem::path dir_;
 };
 
-// Writes `content` to `path` atomically with the given mode.
-common::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view content,
-                                   unsigned mode);
+// Writes `content` to `path` atomically with the given mode (ubcp/common/atomic_file.h).
+using common::WriteFileAtomically;
 
 }  // namespace ubcp::client

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/common/atomic_file.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace ubcp::common {
+namespace {
+
+Error IoError(const std::string& what, int error_number) {
+  return MakeError(Errc::kIo, what + ": " + std::strerror(error_number));
+}
+
+}  // namespace
+
+Status WriteFileAtomically(const std::filesystem::path& path, std::string_view content,
+                           unsigned mode) {
+  unsigned char suffix[8];
+  randombytes_buf(suffix, sizeof(suffix));
+  std::string tmp = path.string() + ".tmp.";
+  for (unsigned char b : suffix) tmp += "0123456789abcdef"[b & 0xf];
+
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return IoError("create " + tmp, errno);
+  auto fail = [&](const std::string& what) {
+    int saved = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return IoError(what, saved);
+  };
+  // The umask may only have removed bits; fchmod makes the mode exact either way.
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) return fail("chmod " + tmp);
+  std::size_t written = 0;
+  while (written < content.size()) {
+    ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("write " + tmp);
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) return fail("fsync " + tmp);
+  if (::close(fd) != 0) {
+    int saved = errno;
+    ::unlink(tmp.c_str());
+    return IoError("close " + tmp, saved);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int saved = errno;
+    ::unlink(tmp.c_str());
+    return IoError("rename " + tmp + " to " + path.string(), saved);
+  }
+  const std::filesystem::path dir = path.parent_path();
+  int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return {};
+}
+
+}  // namespace ubcp::common
