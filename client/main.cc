@@ -32,12 +32,16 @@ int main(int argc, char** argv) {
   using namespace ubcp;
   if (auto s = common::InitCrypto(); !s) return Fail(s.error());
   CLI::App app{"UBCP donor client: runs signed training and evaluation work units"};
-  std::string url, coordinator_key_hex, name, log_level = "info";
+  std::string url, coordinator_key_hex, name, account_token, log_level = "info";
   std::filesystem::path ca_file, state_dir;
   bool insecure = false, tofu = false;
   client::RunnerOptions options;
   double bench_seconds = 1.0;
   app.add_option("--coordinator", url, "https://host:port of the coordinator")->required();
+  app.add_option("--account-token", account_token,
+                 "the donor account's token, needed once to attach this host to the account "
+                 "(or $UBCP_ACCOUNT_TOKEN)")
+      ->envname("UBCP_ACCOUNT_TOKEN");
   app.add_option("--state", state_dir, "state directory (key, registration, blob cache)")
       ->required();
   app.add_option("--ca-file", ca_file, "PEM certificate(s) to trust for TLS");
@@ -54,8 +58,9 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "a label for this host");
   std::string adversary_mode = "honest";
   app.add_option("--adversary", adversary_mode,
-                 "robustness experiments only: sign_flip, scale, noise, zeros or label_flip make "
-                 "this host's updates hostile (default: honest)");
+                 "robustness experiments only: sign_flip, scale, noise, zeros, label_flip or "
+                 "stale make this host's updates hostile; replay, wrong_version or forged make "
+                 "its results break the protocol, to be refused (default: honest)");
   app.add_option("--adversary-scale", options.adversary.scale, "factor for the adversary")
       ->check(CLI::PositiveNumber);
   app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");
@@ -130,6 +135,7 @@ int main(int argc, char** argv) {
     spdlog::info("coordinator key {}", common::Fingerprint(*coordinator_key));
   }
 
+  api.set_account_token(account_token);
   auto registration = client::EnsureRegistered(api, *state, *key, name,
                                                [&] { return client::RunBenchmark(bench_seconds); });
   if (!registration) return Fail(registration.error());
@@ -161,6 +167,12 @@ int main(int argc, char** argv) {
   client::RunSummary s = runner.Run(g_stop);
   spdlog::info("stopping: {} units done ({} finetune, {} eval), {} refused, {} retries",
                s.units_done, s.finetune_units, s.eval_units, s.units_refused, s.retries);
+  spdlog::info("results: {} submitted, {} accepted, {} duplicate, {} rejected", s.results_submitted,
+               s.results_accepted, s.results_duplicate, s.results_rejected);
+  if (options.adversary.mode != client::AdversaryMode::kHonest) {
+    spdlog::info("adversary: {} units tampered, {} stale updates", s.units_tampered,
+                 s.stale_updates);
+  }
   if (s.fatal) return Fail(*s.fatal);
   return 0;
 }

@@ -43,7 +43,9 @@ int Fail(const common::Error& e) {
 }
 
 int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path& port_file,
-          common::DatasetPaths datasets, const coordinator::EconomyConfig& economy) {
+          common::DatasetPaths datasets, const coordinator::EconomyConfig& economy,
+          const coordinator::ReplicationPolicy& replication) {
+  if (auto s = coordinator::CheckPolicy(replication); !s) return Fail(s.error());
   auto store = coordinator::OpenSqliteStore(paths.db());
   if (!store) return Fail(store.error());
   auto blobs = coordinator::BlobStore::Open(paths.blobs());
@@ -65,6 +67,7 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
   config.key_statement = *statement;
   config.datasets = datasets;
   config.economy = economy;
+  config.replication = replication;
   coordinator::Coordinator service(**store, *blobs, *key, coordinator::SystemClockSeconds, config);
   service.Reconcile();  // finish any round a crash left complete but not aggregated
   coordinator::Api api(service, config.max_update_bytes);
@@ -147,13 +150,40 @@ int main(int argc, char** argv) {
       ->add_option("--carry-over-shares", economy.carry_over_shares,
                    "unspent credits above this many shares expire at a period's end")
       ->check(CLI::Range(0.0, 1000.0));
+  // Validation by replication (replication.h, docs/SECURITY.md).
+  coordinator::ReplicationPolicy replication;
+  serve->add_option("--eval-quorum", replication.eval_quorum,
+                    "agreeing results each evaluation needs (1 turns replication of evaluations "
+                    "off)");
+  serve->add_option("--finetune-quorum", replication.finetune_quorum,
+                    "agreeing results each fine-tune unit needs from untrusted hosts (1 turns "
+                    "replication of fine-tunes off)");
+  serve->add_option("--replicate-fraction", replication.finetune_replication,
+                    "fraction of a trusted host's fine-tune units still computed twice");
+  serve->add_option("--spot-check-fraction", replication.spot_check,
+                    "fraction of fine-tune units computed twice whoever computes them");
+  serve->add_option("--trusted-after", replication.trusted_after,
+                    "valid results in a row after which a host is replicated less");
+  serve->add_option("--trusted-recheck", replication.trusted_recheck,
+                    "fraction of a trusted host's evaluations still computed twice");
+  serve->add_option("--ban-after", replication.ban_after,
+                    "invalid results after which a host's key is banned");
+  serve->add_option("--max-hosts-per-account", replication.max_hosts_per_account,
+                    "hosts one donor account may attach");
 
-  auto* add_account = app.add_subcommand("add-account", "create a recipient (or admin) account");
+  auto* add_account =
+      app.add_subcommand("add-account", "create a recipient (or donor, or admin) account");
   add_account->add_option("--data", paths.data, "data directory")->required();
   std::string name;
   bool admin = false;
   add_account->add_option("--name", name, "account name")->required();
-  add_account->add_flag("--admin", admin, "an admin account");
+  bool donor = false;
+  auto* admin_flag = add_account->add_flag("--admin", admin, "an admin account");
+  add_account
+      ->add_flag("--donor", donor,
+                 "a donor account: hosts attach to it (ubcp-client --account-token); it "
+                 "receives no credit share")
+      ->excludes(admin_flag);
 
   auto* info = app.add_subcommand("info", "print the signing key and certificate location");
   info->add_option("--data", paths.data, "data directory")->required();
@@ -203,7 +233,7 @@ int main(int argc, char** argv) {
                                   "data directory " + paths.data.string() + ": " + ec.message()));
   }
 
-  if (serve->parsed()) return Serve(paths, options, port_file, datasets, economy);
+  if (serve->parsed()) return Serve(paths, options, port_file, datasets, economy, replication);
 
   if (init_root->parsed()) {
     if (fs::exists(root_file)) {
@@ -270,13 +300,14 @@ int main(int argc, char** argv) {
     auto store = coordinator::OpenSqliteStore(paths.db());
     if (!store) return Fail(store.error());
     std::string token = common::NewToken();
-    auto id =
-        (*store)->CreateAccount(name, common::TokenHash(token),
-                                admin ? coordinator::Role::kAdmin : coordinator::Role::kRecipient,
-                                coordinator::SystemClockSeconds());
+    const coordinator::Role role = admin   ? coordinator::Role::kAdmin
+                                   : donor ? coordinator::Role::kDonor
+                                           : coordinator::Role::kRecipient;
+    auto id = (*store)->CreateAccount(name, common::TokenHash(token), role,
+                                      coordinator::SystemClockSeconds());
     if (!id) return Fail(id.error());
     // A recipient registered during a period receives that period's share at once.
-    if (!admin) {
+    if (role == coordinator::Role::kRecipient) {
       if (auto issued = (*store)->IssueShare(*id, coordinator::SystemClockSeconds()); !issued) {
         return Fail(issued.error());
       }

@@ -65,13 +65,35 @@ Coordinator::Coordinator(Store& store, const BlobStore& blobs,
       clock_(std::move(clock)),
       config_(std::move(config)),
       planner_(store, blobs, config_.datasets),
-      economy_(store, config_.economy, clock_) {}
+      economy_(store, config_.economy, clock_),
+      judge_(store, blobs, config_.replication, clock_) {}
+
+double Coordinator::SecretDraw(std::uint64_t seed, std::string_view purpose) const {
+  std::string message = std::to_string(seed) + ":" + std::string(purpose);
+  // Ed25519 signatures are deterministic, so this is a keyed pseudo-random function.
+  const common::Signature sig = signing_key_.Sign("replication-draw", common::AsBytes(message));
+  const common::Digest digest = common::Blake2b256(common::ByteSpan(sig.data(), sig.size()));
+  std::uint64_t x = 0;
+  for (int i = 0; i < 8; ++i) x = (x << 8) | digest.bytes[static_cast<std::size_t>(i)];
+  return static_cast<double>(x >> 11) * 0x1.0p-53;
+}
+
+std::vector<UnitPlan> Coordinator::PlanRound(const common::JobSpec& spec, int round) const {
+  std::vector<UnitPlan> units = Planner::PlanRound(spec, round);
+  AssignQuorums(units, config_.replication,
+                [this](std::uint64_t seed, std::string_view p) { return SecretDraw(seed, p); });
+  return units;
+}
 
 common::Status Coordinator::Tick() { return economy_.Tick(); }
 
 common::Result<HostRecord> Coordinator::AuthenticateHost(std::string_view token) {
   if (token.empty()) return MakeError(Errc::kUnauthorized, "missing bearer token");
-  return store_.FindHostByTokenHash(common::TokenHash(token));
+  UBCP_ASSIGN_OR_RETURN(HostRecord host, store_.FindHostByTokenHash(common::TokenHash(token)));
+  if (host.banned_at != 0) {
+    return MakeError(Errc::kForbidden, "this host's key is banned: its results were found invalid");
+  }
+  return host;
 }
 
 common::Result<AccountRecord> Coordinator::AuthenticateAccount(std::string_view token) {
@@ -79,7 +101,8 @@ common::Result<AccountRecord> Coordinator::AuthenticateAccount(std::string_view 
   return store_.FindAccountByTokenHash(common::TokenHash(token));
 }
 
-common::Result<common::HostRegistered> Coordinator::RegisterHost(std::string_view envelope_json) {
+common::Result<common::HostRegistered> Coordinator::RegisterHost(const AccountRecord& account,
+                                                                 std::string_view envelope_json) {
   UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope env, common::ParseEnvelope(envelope_json));
   UBCP_ASSIGN_OR_RETURN(common::PublicKey key, common::PublicKey::FromHex(env.signer));
   // Proof of possession: the registration must be signed by the key it registers, so nobody
@@ -99,10 +122,12 @@ common::Result<common::HostRegistered> Coordinator::RegisterHost(std::string_vie
                common::TokenHash(token),
                BenchmarkJson(reg.benchmark),
                CapabilitiesJson(reg.capabilities),
-               now};
+               now,
+               account.id,
+               config_.replication.max_hosts_per_account};
   UBCP_ASSIGN_OR_RETURN(std::int64_t host_id, store_.CreateHost(host));
-  spdlog::info("registered host {} ({}), key {}, {:.1f} GFLOPS", host_id, reg.name,
-               common::Fingerprint(key), reg.benchmark.matmul_gflops);
+  spdlog::info("registered host {} ({}) of account '{}', key {}, {:.1f} GFLOPS", host_id, reg.name,
+               account.name, common::Fingerprint(key), reg.benchmark.matmul_gflops);
   return common::HostRegistered{common::kProtocolVersion, host_id, std::move(token)};
 }
 
@@ -142,7 +167,12 @@ common::Result<std::optional<common::SignedEnvelope>> Coordinator::RequestWork(
   for (int attempt = 0; attempt < 2; ++attempt) {
     common::SignedEnvelope envelope;
     auto leased = store_.LeaseUnit(
-        host.id, kinds, now, [&](const LeaseContext& ctx) { return SignManifest(ctx, &envelope); });
+        host.id, kinds, now, [&](const LeaseContext& ctx) { return SignManifest(ctx, &envelope); },
+        [&](const WorkRecord& work, const HostRecord& leaser) {
+          return SettleQuorum(
+              work, leaser, config_.replication,
+              [this](std::uint64_t seed, std::string_view p) { return SecretDraw(seed, p); });
+        });
     if (!leased) return leased.error();
     if (leased->has_value()) {
       spdlog::debug("unit {} (job {} round {} {}) attempt {} -> host {}", (*leased)->unit.id,
@@ -251,6 +281,12 @@ common::Result<common::ResultAck> Coordinator::SubmitResult(const HostRecord& ho
   if (outcome == RecordOutcome::kDuplicate) {
     return common::ResultAck{common::kProtocolVersion, "duplicate"};
   }
+  // The result is stored (pending); judging it may wait for its replicas. A failure here is
+  // repaired by Reconcile, which judges every pending result again.
+  if (auto judged = judge_.Judge(unit.work_id); !judged) {
+    spdlog::error("job {}: judging work {} after unit {} failed: {}", job.id, unit.work_id, unit.id,
+                  judged.error().ToString());
+  }
   if (auto advanced = Advance(job.id); !advanced) {
     spdlog::error("job {}: advancing after unit {} failed: {}", job.id, unit.id,
                   advanced.error().ToString());
@@ -358,7 +394,7 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
                                           common::FloatEncoding::kFp32, "state", now));
       momentum_id = m.id;
     }
-    RoundAdvance advance{job_id, r, next.id, momentum_id, Planner::PlanRound(spec, r + 1), now};
+    RoundAdvance advance{job_id, r, next.id, momentum_id, PlanRound(spec, r + 1), now};
     UBCP_ASSIGN_OR_RETURN(bool advanced, store_.AdvanceRound(advance));
     if (advanced) {
       spdlog::info("job {}: round {} aggregated from {} updates ({}), round {} starts", job_id, r,
@@ -399,6 +435,7 @@ common::Status Coordinator::Advance(std::int64_t job_id) {
 }
 
 void Coordinator::Reconcile() {
+  judge_.JudgePending();
   auto jobs = store_.ListRunningJobIds();
   if (!jobs) {
     spdlog::error("reconcile: {}", jobs.error().ToString());
@@ -431,7 +468,15 @@ common::Result<common::JobQuote> Coordinator::Quote(const AccountRecord& account
   for (const ShardRecord& shard : planned.shards) {
     if (shard.kind == ShardKind::kTest) eval_samples.push_back(shard.samples);
   }
-  UBCP_ASSIGN_OR_RETURN(JobPrice price, PriceJob(model, spec, eval_samples, config_.replication));
+  // The planned replicas are priced in (what adaptive replication saves is refunded at the end).
+  std::int64_t extra_train = 0;
+  for (int r = 0; r < spec.rounds; ++r) {
+    for (const UnitPlan& u : PlanRound(spec, r)) {
+      if (u.kind == common::kUnitFinetune) extra_train += u.quorum - 1;
+    }
+  }
+  UBCP_ASSIGN_OR_RETURN(JobPrice price, PriceJob(model, spec, eval_samples, extra_train,
+                                                 config_.replication.eval_quorum));
   UBCP_ASSIGN_OR_RETURN(std::int64_t balance, store_.Balance(RecipientAccount(account.id)));
   common::JobQuote quote;
   quote.price_credits = price.credits;
@@ -460,15 +505,21 @@ common::Result<common::JobCreated> Coordinator::SubmitJob(const AccountRecord& a
     return MakeError(Errc::kConflict, "catalog name '" + spec.publish_as + "' is taken");
   }
   const std::int64_t now = clock_();
-  // Priced from a dry run first, so that a job the credits cannot cover writes no blob at all.
-  UBCP_ASSIGN_OR_RETURN(NewJob sized, planner_.PlanJob(spec, account.id, now, PlanMode::kDryRun));
-  UBCP_ASSIGN_OR_RETURN(common::JobQuote quote, Quote(account, sized, spec));
-  if (!quote.affordable) {
-    return MakeError(Errc::kInsufficientCredits,
-                     "the job costs " + DescribeCredits(quote.price_credits) +
-                         "; available: " + DescribeCredits(quote.balance_credits));
-  }
-  UBCP_ASSIGN_OR_RETURN(NewJob job, planner_.PlanJob(spec, account.id, now));
+  // Priced once the planner has sized it, before any blob is written: a job the credits cannot
+  // cover writes nothing at all.
+  common::JobQuote quote;
+  auto price_check = [&](const NewJob& sized) -> common::Status {
+    UBCP_ASSIGN_OR_RETURN(quote, Quote(account, sized, spec));
+    if (!quote.affordable) {
+      return MakeError(Errc::kInsufficientCredits,
+                       "the job costs " + DescribeCredits(quote.price_credits) +
+                           "; available: " + DescribeCredits(quote.balance_credits));
+    }
+    return {};
+  };
+  UBCP_ASSIGN_OR_RETURN(NewJob job,
+                        planner_.PlanJob(spec, account.id, now, PlanMode::kStore, price_check));
+  job.round0_units = PlanRound(spec, 0);
   job.price_credits = quote.price_credits;
   UBCP_ASSIGN_OR_RETURN(std::int64_t job_id, store_.CreateJob(job));
   spdlog::info("job {} '{}' from account {}: {} on {}, {} rounds x {} units, price {}", job_id,

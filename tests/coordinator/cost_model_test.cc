@@ -32,20 +32,24 @@ TEST(CostModelTest, AJobCostsTheSumOfItsUnits) {
   spec.params.local_steps = 30;
   spec.params.batch_size = 32;
   const common::ModelSpec mlp = Mlp();
-  auto price = PriceJob(mlp, spec, {180, 179}, 1);
+  auto price = PriceJob(mlp, spec, {180, 179}, 0, 1);
   ASSERT_TRUE(price) << price.error().ToString();
   const std::int64_t train = *FinetuneUnitCredits(mlp, 30, 32);
   const std::int64_t eval = *EvalUnitCredits(mlp, 180) + *EvalUnitCredits(mlp, 179);
   EXPECT_EQ(price->train_units, 6);
   EXPECT_EQ(price->eval_units, 8);  // 4 models evaluated on 2 shards
   EXPECT_EQ(price->credits, 6 * train + 4 * eval);
-  auto replicated = PriceJob(mlp, spec, {180, 179}, 3);
+  // Two finetune units replicated, every evaluation run twice.
+  auto replicated = PriceJob(mlp, spec, {180, 179}, 2, 2);
   ASSERT_TRUE(replicated);
-  EXPECT_EQ(replicated->credits, 3 * price->credits);
-  EXPECT_FALSE(PriceJob(mlp, spec, {180}, 0));
+  EXPECT_EQ(replicated->credits, 8 * train + 8 * eval);
+  EXPECT_EQ(replicated->replication, 2);
+  EXPECT_FALSE(PriceJob(mlp, spec, {180}, 0, 0));
+  EXPECT_FALSE(PriceJob(mlp, spec, {180}, 7, 1));  // more replicas than units
+  EXPECT_FALSE(PriceJob(mlp, spec, {180}, -1, 1));
   spec.params.local_steps = 1 << 30;
   spec.params.batch_size = 1 << 30;
-  EXPECT_FALSE(PriceJob(mlp, spec, {180}, 1));  // overflow is an error, not a wrap
+  EXPECT_FALSE(PriceJob(mlp, spec, {180}, 0, 1));  // overflow is an error, not a wrap
 }
 
 TEST(CostModelTest, DescribesCreditsForPeople) {

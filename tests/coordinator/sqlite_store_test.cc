@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "coordinator/raw_db.h"
+#include "store/sqlite_migrations.h"
 #include "ubcp/common/wire.h"
 #include "ubcp/coordinator/store.h"
 
@@ -155,6 +156,22 @@ class SqliteStoreTest : public ::testing::Test {
     EXPECT_TRUE(leased) << leased.error().ToString();
     EXPECT_TRUE(leased && leased->has_value());
     return leased && leased->has_value() ? **leased : LeaseContext{};
+  }
+
+  // Records a result and, when it is new, judges it valid at once, as the coordinator's judge
+  // does for a work whose quorum is 1.
+  Result<RecordOutcome> RecordValid(const ResultRecord& r) {
+    auto recorded = store().RecordResult(r);
+    if (!recorded || *recorded != RecordOutcome::kAccepted) return recorded;
+    auto unit = store().GetUnit(r.unit_id);
+    if (!unit) return unit.error();
+    WorkJudgement j;
+    j.work_id = unit->work_id;
+    j.valid = {r.unit_id};
+    j.units_seen = 1;
+    j.now = r.received_at;
+    if (auto judged = store().ResolveWork(j); !judged) return judged.error();
+    return recorded;
   }
 
   static ResultRecord ResultFor(const UnitRecord& unit, const std::string& envelope,
@@ -477,12 +494,12 @@ TEST_F(SqliteStoreTest, ExpiredLeaseIsReissuedAndStaleResultRefused) {
   EXPECT_EQ(second.unit.host_id, b);
   EXPECT_EQ(second.unit.manifest_hash, "m-1-2");
 
-  EXPECT_EQ(CodeOf(store().RecordResult(ResultFor(first.unit, "stale"))), Errc::kConflict);
+  EXPECT_EQ(CodeOf(RecordValid(ResultFor(first.unit, "stale"))), Errc::kConflict);
   auto unit = store().GetUnit(first.unit.id);
   EXPECT_EQ(unit->state, UnitState::kLeased);
   EXPECT_TRUE(store().ListResults(first.unit.job_id, 0, kFinetune)->empty());
 
-  auto accepted = store().RecordResult(ResultFor(second.unit, "fresh"));
+  auto accepted = RecordValid(ResultFor(second.unit, "fresh"));
   ASSERT_TRUE(accepted) << accepted.error().ToString();
   EXPECT_EQ(*accepted, RecordOutcome::kAccepted);
 }
@@ -490,7 +507,7 @@ TEST_F(SqliteStoreTest, ExpiredLeaseIsReissuedAndStaleResultRefused) {
 TEST_F(SqliteStoreTest, LateResultForExpiredButNotReissuedLeaseIsAccepted) {
   MakeJob({kFinetune}, /*lease_seconds=*/100);
   LeaseContext lease = MustLease(AddHost("a"), {kFinetune}, 1000);
-  auto accepted = store().RecordResult(ResultFor(lease.unit, "late"));
+  auto accepted = RecordValid(ResultFor(lease.unit, "late"));
   ASSERT_TRUE(accepted) << accepted.error().ToString();
   EXPECT_EQ(*accepted, RecordOutcome::kAccepted);
 }
@@ -529,7 +546,8 @@ TEST_F(SqliteStoreTest, LeaseFailsCleanlyWhenModelBlobIsUnknown) {
   auto id = store().CreateJob(job);
   ASSERT_TRUE(id);
   Admit(*id);
-  EXPECT_EQ(CodeOf(store().LeaseUnit(1, {kFinetune}, 1000, PlainSigner())), Errc::kInternal);
+  EXPECT_EQ(CodeOf(store().LeaseUnit(AddHost("k"), {kFinetune}, 1000, PlainSigner())),
+            Errc::kInternal);
   EXPECT_EQ(store().GetUnit(1)->state, UnitState::kPending);
 }
 
@@ -540,19 +558,19 @@ TEST_F(SqliteStoreTest, RecordResultAcceptedDuplicateConflictAndWrongLease) {
 
   ResultRecord unknown;
   unknown.unit_id = 99;
-  EXPECT_EQ(CodeOf(store().RecordResult(unknown)), Errc::kNotFound);
+  EXPECT_EQ(CodeOf(RecordValid(unknown)), Errc::kNotFound);
 
   // Unit 2 was never leased.
   auto pending = store().GetUnit(2);
-  EXPECT_EQ(CodeOf(store().RecordResult(ResultFor(*pending, "x"))), Errc::kConflict);
+  EXPECT_EQ(CodeOf(RecordValid(ResultFor(*pending, "x"))), Errc::kConflict);
 
   LeaseContext lease = MustLease(a, {kFinetune}, 1000);
   ResultRecord wrong_host = ResultFor(lease.unit, "wrong-host");
   wrong_host.host_id = b;
-  EXPECT_EQ(CodeOf(store().RecordResult(wrong_host)), Errc::kConflict);
+  EXPECT_EQ(CodeOf(RecordValid(wrong_host)), Errc::kConflict);
   ResultRecord wrong_attempt = ResultFor(lease.unit, "wrong-attempt");
   wrong_attempt.attempt = 2;
-  EXPECT_EQ(CodeOf(store().RecordResult(wrong_attempt)), Errc::kConflict);
+  EXPECT_EQ(CodeOf(RecordValid(wrong_attempt)), Errc::kConflict);
   EXPECT_EQ(store().GetUnit(lease.unit.id)->state, UnitState::kLeased);
 
   ResultRecord good = ResultFor(lease.unit, "good", 0.25, 0.9, 64);
@@ -560,17 +578,17 @@ TEST_F(SqliteStoreTest, RecordResultAcceptedDuplicateConflictAndWrongLease) {
   good.job_id = 12345;
   good.round = 7;
   good.kind = kEval;
-  auto accepted = store().RecordResult(good);
+  auto accepted = RecordValid(good);
   ASSERT_TRUE(accepted) << accepted.error().ToString();
   EXPECT_EQ(*accepted, RecordOutcome::kAccepted);
   EXPECT_EQ(store().GetUnit(lease.unit.id)->state, UnitState::kDone);
 
-  auto dup = store().RecordResult(good);
+  auto dup = RecordValid(good);
   ASSERT_TRUE(dup) << dup.error().ToString();
   EXPECT_EQ(*dup, RecordOutcome::kDuplicate);
 
   ResultRecord other = ResultFor(lease.unit, "other", 9.0);
-  EXPECT_EQ(CodeOf(store().RecordResult(other)), Errc::kConflict);
+  EXPECT_EQ(CodeOf(RecordValid(other)), Errc::kConflict);
 
   auto results = store().ListResults(job, 0, kFinetune);
   ASSERT_TRUE(results);
@@ -604,9 +622,8 @@ TEST_F(SqliteStoreTest, NanLossSurvivesTheRoundTripAndPoisonsTheMean) {
   std::int64_t host = AddHost("a");
   LeaseContext l1 = MustLease(host, {kFinetune}, 1000);
   LeaseContext l2 = MustLease(host, {kFinetune}, 1000);
-  ASSERT_TRUE(store().RecordResult(ResultFor(l1.unit, "e1", 1.0)));
-  ASSERT_TRUE(
-      store().RecordResult(ResultFor(l2.unit, "e2", std::numeric_limits<double>::quiet_NaN())));
+  ASSERT_TRUE(RecordValid(ResultFor(l1.unit, "e1", 1.0)));
+  ASSERT_TRUE(RecordValid(ResultFor(l2.unit, "e2", std::numeric_limits<double>::quiet_NaN())));
   auto results = store().ListResults(job, 0, kFinetune);
   ASSERT_EQ(results->size(), 2u);
   EXPECT_TRUE(std::isnan((*results)[1].loss));
@@ -673,8 +690,8 @@ TEST_F(SqliteStoreTest, SummarizeRoundsComputesFigures) {
   LeaseContext ft2 = MustLease(b, {kFinetune}, 1000);
   LeaseContext ev1 = MustLease(a, {kEval}, 1000);
   LeaseContext ev2 = MustLease(a, {kEval}, 1000);
-  ASSERT_TRUE(store().RecordResult(ResultFor(ft1.unit, "f1", 1.0, 0, 100)));
-  ASSERT_TRUE(store().RecordResult(ResultFor(ev1.unit, "e1", 0.5, 0.8, 100)));
+  ASSERT_TRUE(RecordValid(ResultFor(ft1.unit, "f1", 1.0, 0, 100)));
+  ASSERT_TRUE(RecordValid(ResultFor(ev1.unit, "e1", 0.5, 0.8, 100)));
 
   auto partial = store().SummarizeRounds(job);
   ASSERT_TRUE(partial) << partial.error().ToString();
@@ -684,8 +701,8 @@ TEST_F(SqliteStoreTest, SummarizeRoundsComputesFigures) {
   EXPECT_DOUBLE_EQ((*partial)[0].eval_loss, 0.5);
   EXPECT_DOUBLE_EQ((*partial)[0].train_loss, 1.0);
 
-  ASSERT_TRUE(store().RecordResult(ResultFor(ft2.unit, "f2", 3.0, 0, 100)));
-  ASSERT_TRUE(store().RecordResult(ResultFor(ev2.unit, "e2", 1.0, 0.5, 300)));
+  ASSERT_TRUE(RecordValid(ResultFor(ft2.unit, "f2", 3.0, 0, 100)));
+  ASSERT_TRUE(RecordValid(ResultFor(ev2.unit, "e2", 1.0, 0.5, 300)));
   auto summary = store().SummarizeRounds(job);
   ASSERT_TRUE(summary);
   ASSERT_EQ(summary->size(), 1u);
@@ -789,6 +806,253 @@ TEST_F(SqliteStoreTest, ParallelLeasesNeverShareAUnit) {
     ASSERT_TRUE(unit);
     EXPECT_EQ(unit->attempt, 1);
   }
+}
+
+}  // namespace
+}  // namespace ubcp::coordinator
+
+namespace ubcp::coordinator {
+namespace {
+
+// Validation by replication in the store: a work settles its quorum at its first lease, its
+// replicas avoid hosts that already hold one, and a caught host loses its unfinished results
+// and their credit.
+class ReplicationStoreTest : public SqliteStoreTest {
+ protected:
+  // A running job with the given works (train shards 0/1 alternate), priced `price` credits.
+  std::int64_t MakeWorks(const std::vector<UnitPlan>& units, std::int64_t price) {
+    AddBlob("model-0", 1000, "model");
+    AddBlob("train-0", 10, "data");
+    AddBlob("train-1", 11, "data");
+    NewJob job;
+    job.account_id = Account();
+    job.name = "replicated";
+    job.spec_json = "{}";
+    job.model_spec = "mlp";
+    job.rounds = 1;
+    job.shards = {{ShardKind::kTrain, 0, "train-0", 100}, {ShardKind::kTrain, 1, "train-1", 100}};
+    job.initial_model = "model-0";
+    job.round0_units = units;
+    job.price_credits = price;
+    job.now = 100;
+    EXPECT_TRUE(
+        store().PostLedger(Transfer("grant:t", LedgerKind::kGrant, std::string(kIssuanceAccount),
+                                    RecipientAccount(Account()), price, 50)));
+    auto id = store().CreateJob(job);
+    EXPECT_TRUE(id) << id.error().ToString();
+    Admit(*id);
+    return *id;
+  }
+  static ResultRecord Paid(const UnitRecord& unit, const std::string& envelope) {
+    ResultRecord r = ResultFor(unit, envelope);
+    r.credits = 10;
+    return r;
+  }
+};
+
+TEST_F(ReplicationStoreTest, TheFirstLeaseSettlesTheQuorumAndReplicasAvoidItsHost) {
+  const std::int64_t job = MakeWorks({UnitPlan{kFinetune, 0, 1, 2, true}}, 100);
+  const std::int64_t a = AddHost("a"), b = AddHost("b");
+  // A trusted host would settle the quorum to 1; the rule asked says 2 stays.
+  int asked = 0;
+  auto first = store().LeaseUnit(a, {kFinetune}, 1000, PlainSigner(),
+                                 [&](const WorkRecord& work, const HostRecord& host) {
+                                   ++asked;
+                                   EXPECT_EQ(host.id, a);
+                                   EXPECT_EQ(work.quorum, 2);
+                                   return 5;  // more than planned: clamped to the plan
+                                 });
+  ASSERT_TRUE(first && first->has_value());
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ((*first)->work.quorum, 2);
+  EXPECT_TRUE((*first)->work.settled);
+  // The replica exists now, but not for the host that holds the first unit.
+  auto again = store().LeaseUnit(a, {kFinetune}, 1000, PlainSigner());
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->has_value());
+  auto replica = store().LeaseUnit(b, {kFinetune}, 1000, PlainSigner());
+  ASSERT_TRUE(replica && replica->has_value());
+  EXPECT_EQ((*replica)->unit.work_id, (*first)->unit.work_id);
+  EXPECT_NE((*replica)->unit.id, (*first)->unit.id);
+  EXPECT_EQ(asked, 1);  // settled once
+  (void)job;
+}
+
+TEST_F(ReplicationStoreTest, AFirstLeaseByATrustedHostCanDropTheReplica) {
+  MakeWorks({UnitPlan{kFinetune, 0, 1, 2, true}}, 100);
+  const std::int64_t a = AddHost("a"), b = AddHost("b");
+  auto first = store().LeaseUnit(a, {kFinetune}, 1000, PlainSigner(),
+                                 [](const WorkRecord&, const HostRecord&) { return 1; });
+  ASSERT_TRUE(first && first->has_value());
+  EXPECT_EQ((*first)->work.quorum, 1);
+  auto none = store().LeaseUnit(b, {kFinetune}, 1000, PlainSigner());
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(ReplicationStoreTest, ACaughtHostLosesItsUnfinishedResultsAndTheirCredit) {
+  const std::int64_t job =
+      MakeWorks({UnitPlan{kFinetune, 0, 1, 1, false}, UnitPlan{kFinetune, 1, 2, 2, false},
+                 UnitPlan{kFinetune, 0, 3, 1, false}},
+                100);
+  const std::int64_t cheat = AddHost("cheat"), h1 = AddHost("h1"), h2 = AddHost("h2");
+
+  // The cheater's first result stands alone (quorum 1): valid and paid at once.
+  const LeaseContext w1 = MustLease(cheat, {kFinetune}, 1000);
+  ASSERT_TRUE(RecordValid(Paid(w1.unit, "w1-cheat")));
+  EXPECT_EQ(*store().Balance(DonorAccount(cheat)), 10);
+  // Its second disagrees with an honest replica.
+  const LeaseContext w2 = MustLease(cheat, {kFinetune}, 1000);
+  // It also holds a third unit when it is caught.
+  const LeaseContext w3 = MustLease(cheat, {kFinetune}, 1000);
+  const LeaseContext w2b = MustLease(h1, {kFinetune}, 1000);
+  ASSERT_EQ(w2.unit.work_id, w2b.unit.work_id);
+  ASSERT_TRUE(store().RecordResult(Paid(w2.unit, "w2-cheat")));
+  ASSERT_TRUE(store().RecordResult(Paid(w2b.unit, "w2-honest")));
+  EXPECT_EQ(*store().Balance(DonorAccount(cheat)), 10);  // pending results are not paid
+  EXPECT_EQ(*store().Balance(DonorAccount(h1)), 0);
+
+  WorkJudgement j;
+  j.work_id = w2.unit.work_id;
+  j.valid = {w2b.unit.id};
+  j.invalid = {w2.unit.id};
+  j.units_seen = 2;
+  j.ban_after = 1;
+  j.now = 2000;
+  auto out = store().ResolveWork(j);
+  ASSERT_TRUE(out) << out.error().ToString();
+  EXPECT_EQ(out->credited, 1);
+  EXPECT_EQ(out->reversed, 1);
+  EXPECT_EQ(out->discarded, 1);
+  EXPECT_EQ(out->banned_hosts, std::vector<std::int64_t>{cheat});
+  // The same judgement again is refused: the results it names are judged.
+  EXPECT_EQ(CodeOf(store().ResolveWork(j)), Errc::kConflict);
+
+  // The reversal took the points back and returned the spend to the job.
+  EXPECT_EQ(*store().Balance(DonorAccount(cheat)), 0);
+  EXPECT_EQ(*store().Balance(DonorAccount(h1)), 10);
+  EXPECT_EQ(*store().Balance(JobAccount(job)), 90);
+  auto host = store().GetHost(cheat);
+  EXPECT_EQ(host->offences, 1);
+  EXPECT_EQ(host->banned_at, 2000);
+  EXPECT_EQ(host->valid_streak, 0);
+  EXPECT_EQ(store().GetHost(h1)->valid_streak, 1);
+  // Work 1 is open again with a fresh unit, which the cheater can never get back.
+  auto w1_work = store().GetWork(w1.unit.work_id);
+  EXPECT_EQ(w1_work->state, WorkState::kOpen);
+  EXPECT_EQ(w1_work->canonical_unit, 0);
+  auto listed = store().WorkResults(w1.unit.work_id);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->second, 2);
+  EXPECT_EQ(listed->first.at(0).status, ResultStatus::kInvalid);
+  EXPECT_EQ(CodeOf(store().LeaseUnit(cheat, {kFinetune}, 1000, PlainSigner())), Errc::kForbidden);
+  // What the banned host held is released at once, before its lease would expire.
+  EXPECT_EQ(store().GetUnit(w3.unit.id)->state, UnitState::kPending);
+  const LeaseContext released = MustLease(h2, {kFinetune}, 1000);
+  EXPECT_EQ(released.unit.id, w3.unit.id);
+  const LeaseContext redo = MustLease(h2, {kFinetune}, 1000);
+  EXPECT_EQ(redo.unit.work_id, w1.unit.work_id);
+  EXPECT_NE(redo.unit.id, w1.unit.id);
+  // Only work 2's canonical result counts for aggregation now.
+  auto canonical = store().ListResults(job, 0, kFinetune);
+  ASSERT_TRUE(canonical);
+  ASSERT_EQ(canonical->size(), 1u);
+  EXPECT_EQ(canonical->front().unit_id, w2b.unit.id);
+
+  auto problems = store().CheckLedger();
+  ASSERT_TRUE(problems);
+  EXPECT_TRUE(problems->empty()) << (*problems)[0];
+  EXPECT_EQ(store().TotalsBetween(0, 10000)->reversed, 10);
+}
+
+}  // namespace
+}  // namespace ubcp::coordinator
+
+namespace ubcp::coordinator {
+namespace {
+
+// A database written by the previous release (schema version 2) keeps its data across the
+// migration to works, pending results and the wider ledger: each old unit becomes a work of
+// quorum 1, an old result a valid canonical one, and the ledger stays sound.
+TEST(SqliteMigrationTest, AVersionTwoDatabaseMigratesWithItsData) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ubcp-migrate-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "coordinator.db";
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    auto exec = [&](const char* sql) {
+      char* err = nullptr;
+      EXPECT_EQ(sqlite3_exec(raw, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+      sqlite3_free(err);
+    };
+    exec("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
+    for (const auto& m : sqlite::kMigrations) {
+      if (m.version > 2) continue;
+      exec(m.sql);
+      exec(("INSERT INTO schema_version VALUES (" + std::to_string(m.version) + ", 0)").c_str());
+    }
+    exec(R"sql(
+INSERT INTO accounts (id, name, token_hash, role, created_at) VALUES (1, 'alice', 'th', 'recipient', 1);
+INSERT INTO hosts (id, public_key, name, token_hash, benchmark_json, capabilities_json,
+                   registered_at, last_seen_at) VALUES (1, 'pk', 'h', 'ht', '{}', '{}', 1, 1);
+INSERT INTO jobs (id, account_id, name, spec_json, model_spec, state, rounds, current_round,
+                  lease_seconds, created_at, updated_at, price_credits)
+  VALUES (1, 1, 'j', '{}', 'mlp', 'running', 1, 0, 600, 1, 1, 30);
+INSERT INTO rounds (job_id, round, model_blob, created_at) VALUES (1, 0, 'm', 1);
+INSERT INTO blobs (id, size, raw_size, kind, created_at) VALUES ('m', 1, 1, 'model', 1),
+  ('s1', 1, 1, 'data', 1);
+INSERT INTO job_shards (job_id, kind, shard_index, blob_id, samples) VALUES (1, 'train', 1, 's1', 10);
+INSERT INTO units (id, job_id, round, kind, shard_index, state, attempt, host_id, seed)
+  VALUES (1, 1, 0, 'finetune_shard', 0, 'done', 1, 1, 5),
+         (2, 1, 0, 'finetune_shard', 1, 'pending', 0, 0, 6);
+INSERT INTO results (unit_id, job_id, round, kind, host_id, attempt, envelope_hash,
+                     envelope_json, update_blob, loss, accuracy, first_loss, samples,
+                     wall_seconds, received_at, credits)
+  VALUES (1, 1, 0, 'finetune_shard', 1, 1, 'eh', '{}', 'u', 1.0, 0, 2.0, 10, 1.0, 5, 10);
+INSERT INTO ledger_txns (key, kind, job_id, host_id, at) VALUES
+  ('grant:g', 'grant', 0, 0, 1), ('reserve:job:1', 'reserve', 1, 0, 2),
+  ('spend:unit:1', 'spend', 1, 1, 5), ('points:unit:1', 'points', 1, 1, 5);
+INSERT INTO ledger_entries (txn_key, account, amount) VALUES
+  ('grant:g', 'issuance', -100), ('grant:g', 'recipient:1', 100),
+  ('reserve:job:1', 'recipient:1', -30), ('reserve:job:1', 'job:1', 30),
+  ('spend:unit:1', 'job:1', -10), ('spend:unit:1', 'spent', 10),
+  ('points:unit:1', 'points', -10), ('points:unit:1', 'donor:1', 10);
+)sql");
+    sqlite3_close(raw);
+  }
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store) << store.error().ToString();
+  Store& s = **store;
+  auto done = s.GetWork(1);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->state, WorkState::kValid);
+  EXPECT_EQ(done->canonical_unit, 1);
+  EXPECT_EQ(done->quorum, 1);
+  EXPECT_EQ(s.GetWork(2)->state, WorkState::kOpen);
+  EXPECT_EQ(s.GetUnit(2)->work_id, 2);
+  auto results = s.ListResults(1, 0, "finetune_shard");
+  ASSERT_TRUE(results);
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_EQ(results->front().status, ResultStatus::kValid);
+  EXPECT_EQ(*s.Balance("job:1"), 20);
+  EXPECT_EQ(*s.Balance("donor:1"), 10);
+  auto problems = s.CheckLedger();
+  ASSERT_TRUE(problems);
+  EXPECT_TRUE(problems->empty()) << (*problems)[0];
+  // The old host belongs to no account yet; it keeps working.
+  EXPECT_EQ(s.GetHost(1)->account_id, 0);
+  auto leased = s.LeaseUnit(1, {"finetune_shard"}, 10, [](const LeaseContext&) {
+    return Result<std::string>(std::string("mh"));
+  });
+  ASSERT_TRUE(leased) << leased.error().ToString();
+  ASSERT_TRUE(leased->has_value());
+  EXPECT_EQ((*leased)->unit.id, 2);
+  EXPECT_EQ((*leased)->work.quorum, 1);
+  store->reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -386,11 +386,17 @@ TEST_F(CrashRecoveryTest, KilledCoordinatorLosesAndDoublesNothing) {
   }
 
   for (int i = 0; i < kDonors; ++i) {
-    donors_.push_back(Spawn(
-        {UBCP_CLIENT_BIN, "--coordinator", url_, "--ca-file", Cert().string(), "--coordinator-key",
-         signing_key, "--state", DonorState(i).string(), "--name", "donor-" + std::to_string(i),
-         "--threads", "1", "--poll", "0.2", "--bench-seconds", "0.2"},
-        DonorLog(i), DonorLog(i)));
+    // Each donor attaches to its own donor account, so replicas can go to any two of them.
+    auto donor_account = RunTool({UBCP_COORDINATOR_BIN, "add-account", "--data", data_.string(),
+                                  "--name", "donor-owner-" + std::to_string(i), "--donor"});
+    ASSERT_TRUE(donor_account.ok()) << donor_account.err;
+    std::string donor_token;
+    std::istringstream(donor_account.out) >> donor_token;
+    donors_.push_back(Spawn({UBCP_CLIENT_BIN, "--coordinator", url_, "--ca-file", Cert().string(),
+                             "--coordinator-key", signing_key, "--state", DonorState(i).string(),
+                             "--name", "donor-" + std::to_string(i), "--account-token", donor_token,
+                             "--threads", "1", "--poll", "0.2", "--bench-seconds", "0.2"},
+                            DonorLog(i), DonorLog(i)));
   }
   // A donor that cannot reach the coordinator while it registers gives up: no kill before every
   // donor is registered.
@@ -523,8 +529,10 @@ TEST_F(CrashRecoveryTest, KilledCoordinatorLosesAndDoublesNothing) {
             << " stored\n";
   EXPECT_GT(acked.size(), 0u);
 
-  // 3. Nothing counted twice: per job, one spend and one points transaction per result that
-  //    costs credits, for exactly that result's credits, and the job spent exactly its price.
+  // 3. Nothing counted twice: per job, one spend and one points transaction per valid result
+  //    that costs credits, for exactly that result's credits, and the job's price is exactly
+  //    what it spent plus what was refunded (adaptive replication computes fewer replicas than
+  //    priced once donors are trusted). Every donor here is honest: no result is invalid.
   for (std::int64_t job : jobs) {
     const std::string j = std::to_string(job);
     SCOPED_TRACE("job " + j);
@@ -532,6 +540,8 @@ TEST_F(CrashRecoveryTest, KilledCoordinatorLosesAndDoublesNothing) {
     EXPECT_EQ(db.Int("SELECT COUNT(*) FROM units WHERE job_id = " + j + " AND state != 'done'"), 0);
     EXPECT_EQ(db.Int("SELECT COUNT(*) FROM results WHERE job_id = " + j),
               db.Int("SELECT COUNT(*) FROM units WHERE job_id = " + j));
+    EXPECT_EQ(db.Int("SELECT COUNT(*) FROM results WHERE job_id = " + j + " AND status != 'valid'"),
+              0);
     const std::int64_t paid =
         db.Int("SELECT COUNT(*) FROM results WHERE job_id = " + j + " AND credits > 0");
     EXPECT_GT(paid, 0);
@@ -550,7 +560,11 @@ TEST_F(CrashRecoveryTest, KilledCoordinatorLosesAndDoublesNothing) {
                        " AND r.credits > 0 AND t.job_id = r.job_id"),
                 paid);
     }
-    EXPECT_EQ(db.Int("SELECT COALESCE(SUM(credits), 0) FROM results WHERE job_id = " + j),
+    EXPECT_EQ(db.Int("SELECT COALESCE(SUM(credits), 0) FROM results WHERE job_id = " + j) +
+                  db.Int("SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t JOIN "
+                         "ledger_entries e ON e.txn_key = t.key WHERE t.kind = 'refund' AND "
+                         "t.job_id = " +
+                         j + " AND e.amount > 0"),
               db.Int("SELECT price_credits FROM jobs WHERE id = " + j));
     EXPECT_EQ(db.Int("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries WHERE account = 'job:" +
                      j + "'"),

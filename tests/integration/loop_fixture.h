@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "ubcp/client/coordinator_api.h"
@@ -72,6 +73,9 @@ class LoopTest : public ::testing::Test {
     config_.datasets.cache_dir = dir_ / "cache";
     config_.economy.period_seconds = 3600;
     config_.economy.bootstrap_forecast_credits = 2'000'000'000;
+    // Every work computed once unless a test asks for replication (Configure).
+    config_.replication = coordinator::NoReplication();
+    Configure(config_);
     service_ = std::make_unique<coordinator::Coordinator>(
         *store_, *blobs_, *signing_key_, [this] { return now_.load(); }, config_);
     api_ = std::make_unique<coordinator::Api>(*service_, 1 << 20);
@@ -100,6 +104,9 @@ class LoopTest : public ::testing::Test {
     ASSERT_GT(alice_start_, kAliceCredits);
   }
 
+  // Called before the coordinator is made: a test's own settings.
+  virtual void Configure(coordinator::CoordinatorConfig& config) { (void)config; }
+
   void TearDown() override {
     if (server_) server_->Stop();
     if (server_thread_.joinable()) server_thread_.join();
@@ -113,7 +120,20 @@ class LoopTest : public ::testing::Test {
     return std::move(*http);
   }
 
-  // A registered donor with its own state directory.
+  // A donor account's token (made on first use): hosts attach to it when they register.
+  std::string DonorAccountToken(const std::string& account) {
+    auto it = donor_tokens_.find(account);
+    if (it != donor_tokens_.end()) return it->second;
+    std::string token = common::NewToken();
+    auto id =
+        store_->CreateAccount(account, common::TokenHash(token), coordinator::Role::kDonor, now_);
+    EXPECT_TRUE(id) << id.error().ToString();
+    donor_tokens_[account] = token;
+    return token;
+  }
+
+  // A registered donor with its own state directory, attached to the donor account `account`
+  // (by default one account per donor).
   struct Donor {
     std::unique_ptr<client::HttpsClient> http;
     std::unique_ptr<client::CoordinatorApi> api;
@@ -121,10 +141,11 @@ class LoopTest : public ::testing::Test {
     std::optional<common::SigningKey> key;
     client::Registration registration;
   };
-  std::unique_ptr<Donor> NewDonor(const std::string& name) {
+  std::unique_ptr<Donor> NewDonor(const std::string& name, const std::string& account = "") {
     auto d = std::make_unique<Donor>();
     d->http = NewHttp();
     d->api = std::make_unique<client::CoordinatorApi>(*d->http);
+    d->api->set_account_token(DonorAccountToken(account.empty() ? "owner-of-" + name : account));
     d->state.emplace(*client::HostState::Open(dir_ / name));
     d->key.emplace(*d->state->LoadOrCreateKey());
     client::TrustOptions trust;
@@ -196,6 +217,7 @@ class LoopTest : public ::testing::Test {
   std::unique_ptr<coordinator::HttpsServer> server_;
   std::thread server_thread_;
   std::string token_;
+  std::map<std::string, std::string> donor_tokens_;
   std::int64_t alice_id_ = 0;
   static constexpr std::int64_t kAliceCredits = 1'000'000'000;
   std::int64_t alice_start_ = 0;  // the grant plus the first period's share

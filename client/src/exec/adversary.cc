@@ -15,7 +15,16 @@ common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name) {
   if (name == "noise") return AdversaryMode::kNoise;
   if (name == "zeros") return AdversaryMode::kZeros;
   if (name == "label_flip") return AdversaryMode::kLabelFlip;
+  if (name == "stale") return AdversaryMode::kStale;
+  if (name == "replay") return AdversaryMode::kReplay;
+  if (name == "wrong_version") return AdversaryMode::kWrongVersion;
+  if (name == "forged") return AdversaryMode::kForged;
   return MakeError(Errc::kInvalidArgument, "unknown adversary mode '" + std::string(name) + "'");
+}
+
+bool IsProtocolAttack(AdversaryMode mode) {
+  return mode == AdversaryMode::kReplay || mode == AdversaryMode::kWrongVersion ||
+         mode == AdversaryMode::kForged;
 }
 
 common::Status PoisonLabels(const Adversary& adversary, int classes, common::TensorList& data) {
@@ -39,6 +48,10 @@ common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
   switch (adversary.mode) {
     case AdversaryMode::kHonest:
     case AdversaryMode::kLabelFlip:
+    case AdversaryMode::kStale:
+    case AdversaryMode::kReplay:
+    case AdversaryMode::kWrongVersion:
+    case AdversaryMode::kForged:
       return {};
     case AdversaryMode::kSignFlip:
     case AdversaryMode::kScale: {
@@ -70,6 +83,54 @@ common::Status ApplyAdversary(const Adversary& adversary, std::uint64_t seed,
     }
   }
   return MakeError(Errc::kInvalidArgument, "unknown adversary mode");
+}
+
+common::SignedEnvelope ForgeResult(const common::SigningKey& claimed, std::string payload) {
+  const common::SigningKey impostor = common::SigningKey::Generate();
+  common::SignedEnvelope env =
+      common::SignPayload(impostor, common::kDomainResult, std::move(payload));
+  env.signer = claimed.public_key().Hex();
+  return env;
+}
+
+const KeptUpdate* AdversaryMemory::StaleUpdate(std::string_view kind) const {
+  if (adversary_.mode != AdversaryMode::kStale || kind != common::kUnitFinetune || !stale_) {
+    return nullptr;
+  }
+  return &*stale_;
+}
+
+void AdversaryMemory::KeepUpdate(std::string_view kind, const common::EncodedBlob& update,
+                                 const common::ResultMetrics& metrics, double wall_seconds) {
+  if (adversary_.mode == AdversaryMode::kStale && kind == common::kUnitFinetune && !stale_) {
+    stale_ = KeptUpdate{update, metrics, wall_seconds};
+  }
+}
+
+AdversaryAnswer AdversaryMemory::Answer(const common::SigningKey& key,
+                                        common::ResultPayload result) {
+  const ManifestSeen current{result.manifest_hash, result.attempt};
+  AdversaryAnswer answer;
+  if (adversary_.mode == AdversaryMode::kReplay && previous_envelope_) {
+    answer = {*previous_envelope_, true};
+  } else if (adversary_.mode == AdversaryMode::kForged) {
+    answer = {ForgeResult(key, common::SerializeResultPayload(result)), true};
+  } else {
+    if (adversary_.mode == AdversaryMode::kWrongVersion && previous_manifest_ &&
+        previous_manifest_->hash != current.hash) {
+      result.manifest_hash = previous_manifest_->hash;
+      result.attempt = previous_manifest_->attempt;
+      answer.tampered = true;
+    }
+    answer.envelope =
+        common::SignPayload(key, common::kDomainResult, common::SerializeResultPayload(result));
+  }
+  // Only the protocol attacks look back; an honest donor keeps nothing.
+  if (IsProtocolAttack(adversary_.mode)) {
+    previous_manifest_ = current;
+    previous_envelope_ = answer.envelope;
+  }
+  return answer;
 }
 
 }  // namespace ubcp::client

@@ -27,8 +27,16 @@ common::Error ErrorFromResponse(const ClientResponse& response) {
 common::Result<ClientResponse> CoordinatorApi::Call(std::string_view method,
                                                     std::string_view target, std::string_view body,
                                                     std::string_view content_type) {
+  return CallAs(token_, method, target, body, content_type);
+}
+
+common::Result<ClientResponse> CoordinatorApi::CallAs(std::string_view token,
+                                                      std::string_view method,
+                                                      std::string_view target,
+                                                      std::string_view body,
+                                                      std::string_view content_type) {
   UBCP_ASSIGN_OR_RETURN(ClientResponse response,
-                        http_.Request(method, target, body, content_type, token_));
+                        http_.Request(method, target, body, content_type, std::string(token)));
   if (response.status < 200 || response.status >= 300) return ErrorFromResponse(response);
   return response;
 }
@@ -46,9 +54,9 @@ common::Result<CoordinatorInfo> CoordinatorApi::GetInfo() {
 
 common::Result<common::HostRegistered> CoordinatorApi::Register(
     const common::SignedEnvelope& registration) {
-  UBCP_ASSIGN_OR_RETURN(
-      ClientResponse r,
-      Call("POST", "/v1/hosts", common::SerializeEnvelope(registration), "application/json"));
+  UBCP_ASSIGN_OR_RETURN(ClientResponse r,
+                        CallAs(account_token_, "POST", "/v1/hosts",
+                               common::SerializeEnvelope(registration), "application/json"));
   return common::ParseHostRegistered(r.body);
 }
 

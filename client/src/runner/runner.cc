@@ -64,6 +64,12 @@ auto WithRetry(F&& call, double max_backoff_s, const std::atomic<bool>& stop, in
   }
 }
 
+// The coordinator's refusal of a result: 403 (signer, signature or host) or 409 (not the unit's
+// current lease). Final: the same bytes would be refused again.
+bool IsRefusal(const common::Error& e) {
+  return e.code == Errc::kForbidden || e.code == Errc::kBadSignature || e.code == Errc::kConflict;
+}
+
 }  // namespace
 
 common::Result<common::PublicKey> EstablishTrust(CoordinatorApi& api, const HostState& state,
@@ -137,7 +143,12 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
 
 Runner::Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
                common::PublicKey coordinator_key, std::int64_t host_id, RunnerOptions options)
-    : api_(api), state_(state), key_(key), host_id_(host_id), options_(std::move(options)) {
+    : api_(api),
+      state_(state),
+      key_(key),
+      host_id_(host_id),
+      options_(std::move(options)),
+      adversary_memory_(options_.adversary) {
   trusted_.online = coordinator_key;
   trusted_.expires_at = std::numeric_limits<std::int64_t>::max();
 }
@@ -150,7 +161,8 @@ Runner::Runner(CoordinatorApi& api, const HostState& state, const common::Signin
       trusted_(std::move(rooted)),
       rooted_(true),
       host_id_(host_id),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      adversary_memory_(options_.adversary) {}
 
 common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, const HostState& state,
                                                        const common::PublicKey& root,
@@ -239,10 +251,19 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
                   (!model ? model.error() : data.error()).ToString());
     return Step::kRefused;
   }
-  auto output = ExecuteUnit(m, *model, *data, options_.threads, options_.adversary);
+  // A lazy (stale) host does no training: it answers with the update of an earlier unit.
+  const KeptUpdate* stale = adversary_memory_.StaleUpdate(m.kind);
+  auto output = stale ? common::Result<UnitOutput>(
+                            UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
+                      : ExecuteUnit(m, *model, *data, options_.threads, options_.adversary);
   if (!output) {
     spdlog::error("unit {}: execution failed: {}", m.unit_id, output.error().ToString());
     return Step::kRefused;
+  }
+  if (stale) {
+    ++summary.stale_updates;
+  } else if (output->update) {
+    adversary_memory_.KeepUpdate(m.kind, *output->update, output->metrics, output->wall_seconds);
   }
 
   common::ResultPayload result;
@@ -265,14 +286,30 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     result.update = common::BlobRef{id, update.bytes.size(), update.raw_size};
   }
   // Signed once; every retry sends these exact bytes, so the coordinator sees a duplicate, not
-  // a second result.
-  const common::SignedEnvelope signed_result =
-      common::SignPayload(key_, common::kDomainResult, common::SerializeResultPayload(result));
+  // a second result. An honest host signs `result` itself; an adversary may answer otherwise.
+  const AdversaryAnswer answer = adversary_memory_.Answer(key_, result);
+  const common::SignedEnvelope& signed_result = answer.envelope;
+  ++summary.results_submitted;
   auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s, stop,
                        summary.retries);
   if (!ack) {
+    const bool refused = IsRefusal(ack.error());
+    if (refused) ++summary.results_rejected;
+    if (answer.tampered && refused) {
+      spdlog::warn("unit {}: tampered result refused: {}", m.unit_id, ack.error().ToString());
+      return Step::kTampered;
+    }
     spdlog::error("unit {}: result refused: {}", m.unit_id, ack.error().ToString());
     return Step::kRefused;
+  }
+  if (ack->status == "accepted") {
+    ++summary.results_accepted;
+  } else {
+    ++summary.results_duplicate;
+  }
+  if (answer.tampered) {
+    spdlog::warn("unit {}: tampered result answered '{}'", m.unit_id, ack->status);
+    return Step::kTampered;
   }
   if (m.kind == common::kUnitEval) {
     ++summary.eval_units;
@@ -296,12 +333,19 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
   std::mt19937_64 rng(std::random_device{}());
   int idle = 0;
   while (!stop) {
-    if (options_.max_units > 0 && summary.units_done >= options_.max_units) break;
+    if (options_.max_units > 0 &&
+        summary.units_done + summary.units_tampered >= options_.max_units) {
+      break;
+    }
     switch (RunOne(summary, stop)) {
       case Step::kDone:
         ++summary.units_done;
         idle = 0;
         backoff.Reset();
+        break;
+      case Step::kTampered:
+        ++summary.units_tampered;
+        idle = 0;
         break;
       case Step::kNoWork: {
         if (options_.max_idle_polls > 0 && ++idle >= options_.max_idle_polls) return summary;

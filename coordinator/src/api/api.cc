@@ -149,7 +149,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return Json(200, coordinator_.key_statement());
   }
   if (m == "POST" && n == 1 && parts[0] == "hosts") {
-    auto r = coordinator_.RegisterHost(req.body);
+    // A host is attached to the donor account whose token it presents (limits per account).
+    auto account = coordinator_.AuthenticateAccount(token);
+    if (!account) return ErrorResponse(account.error());
+    auto r = coordinator_.RegisterHost(*account, req.body);
     if (!r) return ErrorResponse(r.error());
     return Json(201, common::SerializeHostRegistered(*r));
   }

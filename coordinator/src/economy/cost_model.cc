@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/coordinator/cost_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 
@@ -57,20 +58,25 @@ common::Result<std::int64_t> EvalUnitCredits(const common::ModelSpec& model, std
 
 common::Result<JobPrice> PriceJob(const common::ModelSpec& model, const common::JobSpec& spec,
                                   const std::vector<std::int64_t>& eval_shard_samples,
-                                  int replication) {
+                                  std::int64_t extra_train_executions, int eval_quorum) {
   if (spec.rounds < 1 || spec.units_per_round < 1) {
     return MakeError(Errc::kInvalidArgument, "a job needs at least one round and one unit");
   }
-  if (replication < 1 || replication > 16) {
-    return MakeError(Errc::kInvalidArgument, "replication must be 1..16");
+  if (eval_quorum < 1 || eval_quorum > 16) {
+    return MakeError(Errc::kInvalidArgument, "eval quorum must be 1..16");
   }
   JobPrice price;
-  price.replication = replication;
+  price.replication = eval_quorum;
   UBCP_ASSIGN_OR_RETURN(std::int64_t train_unit, FinetuneUnitCredits(model, spec.params.local_steps,
                                                                      spec.params.batch_size));
   UBCP_ASSIGN_OR_RETURN(price.train_units,
                         Mul(spec.rounds, spec.units_per_round, "finetune units"));
-  UBCP_ASSIGN_OR_RETURN(price.train_credits, Mul(price.train_units, train_unit, "finetune"));
+  if (extra_train_executions < 0 || extra_train_executions > price.train_units) {
+    return MakeError(Errc::kInvalidArgument, "extra finetune executions out of range");
+  }
+  if (extra_train_executions > 0) price.replication = std::max(price.replication, 2);
+  UBCP_ASSIGN_OR_RETURN(price.train_credits,
+                        Mul(price.train_units + extra_train_executions, train_unit, "finetune"));
   // Every global model is evaluated once: the starting one and the one after each round.
   const std::int64_t evaluations = static_cast<std::int64_t>(spec.rounds) + 1;
   std::int64_t one_evaluation = 0;
@@ -81,9 +87,9 @@ common::Result<JobPrice> PriceJob(const common::ModelSpec& model, const common::
   UBCP_ASSIGN_OR_RETURN(
       price.eval_units,
       Mul(evaluations, static_cast<std::int64_t>(eval_shard_samples.size()), "eval units"));
-  UBCP_ASSIGN_OR_RETURN(price.eval_credits, Mul(evaluations, one_evaluation, "eval"));
-  UBCP_ASSIGN_OR_RETURN(std::int64_t once, Add(price.train_credits, price.eval_credits, "job"));
-  UBCP_ASSIGN_OR_RETURN(price.credits, Mul(once, replication, "replication"));
+  UBCP_ASSIGN_OR_RETURN(std::int64_t evaluated, Mul(evaluations, one_evaluation, "eval"));
+  UBCP_ASSIGN_OR_RETURN(price.eval_credits, Mul(evaluated, eval_quorum, "eval replication"));
+  UBCP_ASSIGN_OR_RETURN(price.credits, Add(price.train_credits, price.eval_credits, "job"));
   return price;
 }
 

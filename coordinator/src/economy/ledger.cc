@@ -30,6 +30,8 @@ std::string_view LedgerKindName(LedgerKind kind) {
       return "spend";
     case LedgerKind::kRefund:
       return "refund";
+    case LedgerKind::kReverse:
+      return "reverse";
     case LedgerKind::kExpire:
       return "expire";
     case LedgerKind::kPoints:

@@ -49,7 +49,7 @@ std::vector<UnitPlan> Planner::PlanRound(const common::JobSpec& spec, int round)
 }
 
 common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_t account_id,
-                                        std::int64_t now, PlanMode mode) {
+                                        std::int64_t now, PlanMode mode, const Approval& approve) {
   const bool store = mode == PlanMode::kStore;
   // The API hands over specs it parsed, but the planner does not rely on its caller for the
   // protocol's limits (rounds, units, lease): going through the same parser keeps them defined
@@ -125,27 +125,30 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
     }
     return {};
   };
+  // Sized and checked first, one shard at a time; stored only once approved.
   for (std::size_t i = 0; i < train_parts.size(); ++i) {
-    common::TensorList shard = common::TakeRows(data.x, data.y, train_parts[i]);
-    UBCP_RETURN_IF_ERROR(check_fits(shard));
-    BlobRecord blob;
-    if (store) {
-      UBCP_ASSIGN_OR_RETURN(
-          blob, PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
-    }
-    job.shards.push_back({ShardKind::kTrain, static_cast<int>(i), blob.id,
+    UBCP_RETURN_IF_ERROR(check_fits(common::TakeRows(data.x, data.y, train_parts[i])));
+    job.shards.push_back({ShardKind::kTrain, static_cast<int>(i), "",
                           static_cast<std::int64_t>(train_parts[i].size())});
   }
   for (std::size_t i = 0; i < test_parts.size(); ++i) {
-    common::TensorList shard = common::TakeRows(test_x, test_y, test_parts[i]);
-    UBCP_RETURN_IF_ERROR(check_fits(shard));
-    BlobRecord blob;
-    if (store) {
-      UBCP_ASSIGN_OR_RETURN(
-          blob, PutTensorBlob(blobs_, store_, shard, common::FloatEncoding::kFp32, "data", now));
-    }
-    job.shards.push_back({ShardKind::kTest, static_cast<int>(i), blob.id,
+    UBCP_RETURN_IF_ERROR(check_fits(common::TakeRows(test_x, test_y, test_parts[i])));
+    job.shards.push_back({ShardKind::kTest, static_cast<int>(i), "",
                           static_cast<std::int64_t>(test_parts[i].size())});
+  }
+  job.round0_units = PlanRound(spec, 0);
+  if (approve) UBCP_RETURN_IF_ERROR(approve(job));
+  if (store) {
+    for (ShardRecord& shard : job.shards) {
+      const auto i = static_cast<std::size_t>(shard.index);
+      common::TensorList rows = shard.kind == ShardKind::kTrain
+                                    ? common::TakeRows(data.x, data.y, train_parts[i])
+                                    : common::TakeRows(test_x, test_y, test_parts[i]);
+      UBCP_ASSIGN_OR_RETURN(
+          BlobRecord blob,
+          PutTensorBlob(blobs_, store_, rows, common::FloatEncoding::kFp32, "data", now));
+      shard.blob_id = blob.id;
+    }
   }
 
   if (!store) {
@@ -159,7 +162,6 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   } else {
     job.initial_model = model.blob_id;
   }
-  job.round0_units = PlanRound(spec, 0);
   return job;
 }
 

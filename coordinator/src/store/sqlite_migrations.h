@@ -179,6 +179,81 @@ CREATE INDEX results_by_time ON results (received_at);
 ALTER TABLE hosts ADD COLUMN public_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE hosts ADD COLUMN team TEXT NOT NULL DEFAULT '';
 )sql"},
+    // Verified results (issue #4, docs/SECURITY.md): hosts belong to donor accounts and carry a
+    // reputation; a work is computed by one or more units (replicas) and judged by quorum;
+    // results are pending until judged; the ledger can reverse a caught host's credit.
+    Migration{3, R"sql(
+ALTER TABLE hosts ADD COLUMN account_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN valid_streak INTEGER NOT NULL DEFAULT 0 CHECK (valid_streak >= 0);
+ALTER TABLE hosts ADD COLUMN offences INTEGER NOT NULL DEFAULT 0 CHECK (offences >= 0);
+ALTER TABLE hosts ADD COLUMN banned_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX hosts_by_account ON hosts (account_id);
+
+CREATE TABLE works (
+  id             INTEGER PRIMARY KEY,
+  job_id         INTEGER NOT NULL,
+  round          INTEGER NOT NULL,
+  kind           TEXT NOT NULL,
+  shard_index    INTEGER NOT NULL,
+  seed           INTEGER NOT NULL,
+  quorum         INTEGER NOT NULL CHECK (quorum BETWEEN 1 AND 4),
+  adaptive       INTEGER NOT NULL DEFAULT 0 CHECK (adaptive IN (0, 1)),
+  settled        INTEGER NOT NULL DEFAULT 0 CHECK (settled IN (0, 1)),
+  state          TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'valid', 'dropped')),
+  canonical_unit INTEGER NOT NULL DEFAULT 0,
+  FOREIGN KEY (job_id, round) REFERENCES rounds (job_id, round)
+);
+CREATE INDEX works_by_round ON works (job_id, round, kind);
+-- Every existing unit was a work of its own with quorum 1; a done one was accepted.
+INSERT INTO works (id, job_id, round, kind, shard_index, seed, quorum, settled, state,
+                   canonical_unit)
+  SELECT id, job_id, round, kind, shard_index, seed, 1, 1,
+         CASE state WHEN 'done' THEN 'valid' ELSE 'open' END,
+         CASE state WHEN 'done' THEN id ELSE 0 END
+  FROM units;
+ALTER TABLE units ADD COLUMN work_id INTEGER NOT NULL DEFAULT 0;
+UPDATE units SET work_id = id;
+CREATE INDEX units_by_work ON units (work_id);
+
+ALTER TABLE results ADD COLUMN work_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN status TEXT NOT NULL DEFAULT 'valid'
+  CHECK (status IN ('pending', 'valid', 'invalid'));
+UPDATE results SET work_id = unit_id;
+CREATE INDEX results_by_work ON results (work_id);
+CREATE INDEX results_by_host_status ON results (host_id, status);
+
+-- Donor accounts: hosts attach to them; they receive no credit share. A wider CHECK means a
+-- new table (see below).
+CREATE TABLE accounts_v3 (
+  id         INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL UNIQUE,
+  token_hash TEXT NOT NULL UNIQUE,
+  role       TEXT NOT NULL CHECK (role IN ('recipient', 'admin', 'donor')),
+  created_at INTEGER NOT NULL
+);
+INSERT INTO accounts_v3 (id, name, token_hash, role, created_at)
+  SELECT id, name, token_hash, role, created_at FROM accounts;
+DROP TABLE accounts;
+ALTER TABLE accounts_v3 RENAME TO accounts;
+
+-- A new ledger kind needs a new CHECK: SQLite's way is a new table, copied, renamed (foreign
+-- keys are off while migrations run and checked before the migration commits).
+CREATE TABLE ledger_txns_v3 (
+  key     TEXT PRIMARY KEY,
+  kind    TEXT NOT NULL
+          CHECK (kind IN ('issue', 'grant', 'reserve', 'spend', 'refund', 'expire', 'points',
+                          'reverse')),
+  job_id  INTEGER NOT NULL DEFAULT 0,
+  host_id INTEGER NOT NULL DEFAULT 0,
+  memo    TEXT NOT NULL DEFAULT '',
+  at      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO ledger_txns_v3 (key, kind, job_id, host_id, memo, at)
+  SELECT key, kind, job_id, host_id, memo, at FROM ledger_txns;
+DROP TABLE ledger_txns;
+ALTER TABLE ledger_txns_v3 RENAME TO ledger_txns;
+CREATE INDEX ledger_txns_by_job ON ledger_txns (job_id, kind);
+)sql"},
 };
 
 }  // namespace ubcp::coordinator::sqlite

@@ -40,29 +40,54 @@ constexpr std::size_t kMaxUnitsPerRound = 1'000'000;
 constexpr std::size_t kMaxShards = 1'000'000;
 constexpr std::int64_t kMaxLeaseSeconds = 30LL * 24 * 3600;
 
+// How each enum is spelled in the database (the schema's CHECK constraints list the same words).
+template <class E>
+using Spelling = std::pair<E, std::string_view>;
+constexpr Spelling<UnitState> kUnitStates[] = {
+    {UnitState::kPending, "pending"}, {UnitState::kLeased, "leased"}, {UnitState::kDone, "done"}};
+constexpr Spelling<Role> kRoles[] = {
+    {Role::kRecipient, "recipient"}, {Role::kAdmin, "admin"}, {Role::kDonor, "donor"}};
+constexpr Spelling<ShardKind> kShardKinds[] = {{ShardKind::kTrain, "train"},
+                                               {ShardKind::kTest, "test"}};
+constexpr Spelling<WorkState> kWorkStates[] = {
+    {WorkState::kOpen, "open"}, {WorkState::kValid, "valid"}, {WorkState::kDropped, "dropped"}};
+constexpr Spelling<ResultStatus> kResultStatuses[] = {{ResultStatus::kPending, "pending"},
+                                                      {ResultStatus::kValid, "valid"},
+                                                      {ResultStatus::kInvalid, "invalid"}};
+
+template <class E, std::size_t N>
+std::string_view Spell(const Spelling<E> (&spellings)[N], E value) {
+  for (const auto& [e, word] : spellings) {
+    if (e == value) return word;
+  }
+  return "?";
+}
+
+// A word the store does not know means the database was changed behind its back: kInternal.
+template <class E, std::size_t N>
+Result<E> Unspell(const Spelling<E> (&spellings)[N], std::string_view word, std::string_view what) {
+  for (const auto& [e, w] : spellings) {
+    if (w == word) return e;
+  }
+  return MakeError(Errc::kInternal,
+                   "store holds an unknown " + std::string(what) + ": " + std::string(word));
+}
+
 Result<UnitState> ParseUnitState(std::string_view text) {
-  if (text == "pending") return UnitState::kPending;
-  if (text == "leased") return UnitState::kLeased;
-  if (text == "done") return UnitState::kDone;
-  return MakeError(Errc::kInternal, "store holds an unknown unit state");
+  return Unspell(kUnitStates, text, "unit state");
 }
-
-std::string_view RoleName(Role role) { return role == Role::kAdmin ? "admin" : "recipient"; }
-
-Result<Role> ParseRole(std::string_view text) {
-  if (text == "admin") return Role::kAdmin;
-  if (text == "recipient") return Role::kRecipient;
-  return MakeError(Errc::kInternal, "store holds an unknown role");
-}
-
-std::string_view ShardKindName(ShardKind kind) {
-  return kind == ShardKind::kTest ? "test" : "train";
-}
-
+std::string_view RoleName(Role role) { return Spell(kRoles, role); }
+Result<Role> ParseRole(std::string_view text) { return Unspell(kRoles, text, "role"); }
+std::string_view ShardKindName(ShardKind kind) { return Spell(kShardKinds, kind); }
 Result<ShardKind> ParseShardKind(std::string_view text) {
-  if (text == "train") return ShardKind::kTrain;
-  if (text == "test") return ShardKind::kTest;
-  return MakeError(Errc::kInternal, "store holds an unknown shard kind");
+  return Unspell(kShardKinds, text, "shard kind");
+}
+Result<WorkState> ParseWorkState(std::string_view text) {
+  return Unspell(kWorkStates, text, "work state");
+}
+std::string_view ResultStatusName(ResultStatus status) { return Spell(kResultStatuses, status); }
+Result<ResultStatus> ParseResultStatus(std::string_view text) {
+  return Unspell(kResultStatuses, text, "result status");
 }
 
 bool IsUnitKind(std::string_view kind) {
@@ -87,9 +112,17 @@ Status ValidateUnits(const std::vector<UnitPlan>& units) {
       return MakeError(Errc::kInvalidArgument, "unknown unit kind: " + unit.kind);
     }
     if (unit.shard_index < 0) return MakeError(Errc::kInvalidArgument, "negative shard index");
+    if (unit.quorum < 1 || unit.quorum > kMaxQuorum) {
+      return MakeError(Errc::kInvalidArgument, "quorum out of range");
+    }
   }
   return {};
 }
+
+// The columns ReadHost reads, in its order (and the token hash last).
+constexpr std::string_view kHostColumns =
+    "SELECT id, public_key, name, benchmark_json, capabilities_json, registered_at, "
+    "last_seen_at, account_id, valid_streak, offences, banned_at, token_hash FROM hosts ";
 
 HostRecord ReadHost(const Statement& s) {
   HostRecord h;
@@ -100,7 +133,32 @@ HostRecord ReadHost(const Statement& s) {
   h.capabilities_json = s.Text(4);
   h.registered_at = s.Int64(5);
   h.last_seen_at = s.Int64(6);
+  h.account_id = s.Int64(7);
+  h.valid_streak = s.Int(8);
+  h.offences = s.Int(9);
+  h.banned_at = s.Int64(10);
   return h;
+}
+
+// The columns ReadWork reads, in its order.
+constexpr std::string_view kWorkColumns =
+    "SELECT id, job_id, round, kind, shard_index, seed, quorum, adaptive, settled, state, "
+    "canonical_unit FROM works ";
+
+Result<WorkRecord> ReadWork(const Statement& s) {
+  WorkRecord w;
+  w.id = s.Int64(0);
+  w.job_id = s.Int64(1);
+  w.round = s.Int(2);
+  w.kind = s.Text(3);
+  w.shard_index = s.Int(4);
+  w.seed = SeedFromSql(s.Int64(5));
+  w.quorum = s.Int(6);
+  w.adaptive = s.Int(7) != 0;
+  w.settled = s.Int(8) != 0;
+  UBCP_ASSIGN_OR_RETURN(w.state, ParseWorkState(s.Text(9)));
+  w.canonical_unit = s.Int64(10);
+  return w;
 }
 
 // Tokens are found through the index on their BLAKE2b-256 hash (a timing difference there can
@@ -159,10 +217,17 @@ Result<UnitRecord> ReadUnit(const Statement& s) {
   u.lease_deadline = s.Int64(8);
   u.manifest_hash = s.Text(9);
   u.seed = SeedFromSql(s.Int64(10));
+  u.work_id = s.Int64(11);
   return u;
 }
 
-ResultRecord ReadResult(const Statement& s) {
+// The columns ReadResult reads, in its order.
+constexpr std::string_view kResultColumns =
+    "SELECT r.unit_id, r.job_id, r.round, r.kind, r.host_id, r.attempt, r.envelope_hash, "
+    "r.envelope_json, r.update_blob, r.loss, r.accuracy, r.first_loss, r.samples, "
+    "r.wall_seconds, r.received_at, r.credits, r.work_id, r.status FROM results r ";
+
+Result<ResultRecord> ReadResult(const Statement& s) {
   ResultRecord r;
   r.unit_id = s.Int64(0);
   r.job_id = s.Int64(1);
@@ -180,6 +245,8 @@ ResultRecord ReadResult(const Statement& s) {
   r.wall_seconds = RealOrNan(s, 13);
   r.received_at = s.Int64(14);
   r.credits = s.Int64(15);
+  r.work_id = s.Int64(16);
+  UBCP_ASSIGN_OR_RETURN(r.status, ParseResultStatus(s.Text(17)));
   return r;
 }
 
@@ -203,6 +270,7 @@ class SqliteStore final : public Store {
   Result<HostRecord> GetHost(std::int64_t host_id) override;
   Status TouchHost(std::int64_t host_id, std::int64_t now) override;
   Result<std::int64_t> CountHosts() override;
+  Result<std::vector<std::int64_t>> AccountHosts(std::int64_t account_id) override;
   Result<std::int64_t> CreateAccount(const std::string& name, const std::string& token_hash,
                                      Role role, std::int64_t now) override;
   Result<AccountRecord> FindAccountByTokenHash(const std::string& token_hash) override;
@@ -239,12 +307,16 @@ class SqliteStore final : public Store {
   Result<std::int64_t> CountJobHosts(std::int64_t job_id) override;
   Result<std::optional<LeaseContext>> LeaseUnit(std::int64_t host_id,
                                                 const std::vector<std::string>& kinds,
-                                                std::int64_t now,
-                                                const ManifestSigner& sign) override;
+                                                std::int64_t now, const ManifestSigner& sign,
+                                                const QuorumRule& settle) override;
   Result<UnitRecord> GetUnit(std::int64_t unit_id) override;
   Result<RecordOutcome> RecordResult(const ResultRecord& result) override;
   Result<std::vector<ResultRecord>> ListResults(std::int64_t job_id, int round,
                                                 const std::string& kind) override;
+  Result<WorkRecord> GetWork(std::int64_t work_id) override;
+  Result<std::pair<std::vector<ResultRecord>, int>> WorkResults(std::int64_t work_id) override;
+  Result<std::vector<std::int64_t>> WorksWithPendingResults() override;
+  Result<JudgementOutcome> ResolveWork(const WorkJudgement& judgement) override;
   Result<bool> AdvanceRound(const RoundAdvance& advance) override;
   Result<bool> FinishJob(std::int64_t job_id, const std::string& final_model,
                          const std::optional<CatalogEntry>& publish, std::int64_t now) override;
@@ -284,6 +356,19 @@ class SqliteStore final : public Store {
   Result<BlobRecord> LoadBlob(const std::string& id, Errc missing);
   Status InsertCatalog(const CatalogEntry& entry);
   Status InsertUnits(std::int64_t job_id, int round, const std::vector<UnitPlan>& units);
+  Status AddUnit(std::int64_t work_id);
+  Result<WorkRecord> LoadWork(std::int64_t work_id);
+  Result<HostRecord> LoadHost(std::int64_t host_id);
+  Result<std::vector<ResultRecord>> SelectResults(const std::string& sql, std::int64_t id);
+  // Pays a result judged valid; takes back the pay of a valid result found invalid.
+  Status Pay(const ResultRecord& result, std::int64_t now);
+  Status Reverse(const ResultRecord& result, std::int64_t now);
+  Status SetResultStatus(std::int64_t unit_id, ResultStatus status);
+  // A work that lost a result gets units until the live ones (pending, leased, or with a
+  // pending or valid result) can reach its quorum again.
+  Status Replenish(std::int64_t work_id);
+  Status CatchHost(std::int64_t host_id, std::int64_t caught_unit, const WorkJudgement& j,
+                   JudgementOutcome& out);
   // Ledger helpers (inside a caller's transaction).
   Result<std::int64_t> LoadBalance(const std::string& account);
   Result<bool> Post(const LedgerTxn& txn);
@@ -360,10 +445,13 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const std::filesystem::path& pa
     }
   }
   // FULL: with WAL this syncs at every commit, so an acknowledged result survives a power loss.
-  if (Status s = sqlite::Exec(db.get(), "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !s) {
+  // Migrations run with foreign keys off (a migration may rebuild a table, SQLite's documented
+  // procedure); each one checks them before it commits.
+  if (Status s = sqlite::Exec(db.get(), "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"); !s) {
     return io_error(s.error());
   }
   if (Status s = Migrate(db.get()); !s) return io_error(s.error());
+  if (Status s = sqlite::Exec(db.get(), "PRAGMA foreign_keys=ON;"); !s) return io_error(s.error());
   return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
 }
 
@@ -375,12 +463,17 @@ Status SqliteStore::Migrate(sqlite3* db) {
     // Re-read the version inside each write transaction: another process may have migrated.
     UBCP_RETURN_IF_ERROR(sqlite::Exec(db, "BEGIN IMMEDIATE"));
     Status applied = [&]() -> Status {
-      UBCP_ASSIGN_OR_RETURN(auto current, Statement::Prepare(db,
-                                                             "SELECT COALESCE(MAX(version), 0) "
-                                                             "FROM schema_version"));
-      UBCP_ASSIGN_OR_RETURN(bool row, current->Step());
-      if (!row) return MakeError(Errc::kInternal, "schema_version query returned no row");
-      std::int64_t version = current->Int64(0);
+      std::int64_t version = 0;
+      {
+        // Finished before the migration runs: a statement still open would lock the tables a
+        // migration rebuilds.
+        UBCP_ASSIGN_OR_RETURN(auto current, Statement::Prepare(db,
+                                                               "SELECT COALESCE(MAX(version), 0) "
+                                                               "FROM schema_version"));
+        UBCP_ASSIGN_OR_RETURN(bool row, current->Step());
+        if (!row) return MakeError(Errc::kInternal, "schema_version query returned no row");
+        version = current->Int64(0);
+      }
       if (version > SqliteSchemaVersion()) {
         return MakeError(Errc::kIo, "database schema version " + std::to_string(version) +
                                         " is newer than this build's " +
@@ -388,6 +481,14 @@ Status SqliteStore::Migrate(sqlite3* db) {
       }
       if (version >= migration.version) return {};
       UBCP_RETURN_IF_ERROR(sqlite::Exec(db, migration.sql));
+      {
+        UBCP_ASSIGN_OR_RETURN(auto check, Statement::Prepare(db, "PRAGMA foreign_key_check"));
+        UBCP_ASSIGN_OR_RETURN(bool violation, check->Step());
+        if (violation) {
+          return MakeError(Errc::kIo, "migration " + std::to_string(migration.version) +
+                                          " breaks a foreign key in table " + check->Text(0));
+        }
+      }
       UBCP_ASSIGN_OR_RETURN(auto insert,
                             Statement::Prepare(db,
                                                "INSERT INTO schema_version "
@@ -439,8 +540,8 @@ Result<BlobRecord> SqliteStore::LoadBlob(const std::string& id, Errc missing) {
 
 Result<UnitRecord> SqliteStore::LoadUnit(std::int64_t unit_id) {
   UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, job_id, round, kind, shard_index, state, "
-                                       "attempt, host_id, lease_deadline, manifest_hash, seed "
-                                       "FROM units WHERE id = ?1"));
+                                       "attempt, host_id, lease_deadline, manifest_hash, seed, "
+                                       "work_id FROM units WHERE id = ?1"));
   UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id));
   UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
   if (!row) return MakeError(Errc::kNotFound, "no unit " + std::to_string(unit_id));
@@ -457,16 +558,49 @@ Status SqliteStore::InsertCatalog(const CatalogEntry& entry) {
   return stmt->Run();
 }
 
+// Each planned unit becomes a work with its first unit; further units come when the work is
+// first leased (its quorum settled) or when its results disagree (AddUnit).
 Status SqliteStore::InsertUnits(std::int64_t job_id, int round,
                                 const std::vector<UnitPlan>& units) {
   for (const UnitPlan& unit : units) {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO units (job_id, round, kind, shard_index, "
-                                         "state, seed) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)"));
-    UBCP_RETURN_IF_ERROR(
-        stmt->BindAll(job_id, round, unit.kind, unit.shard_index, SeedToSql(unit.seed)));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO works (job_id, round, kind, shard_index, "
+                                         "seed, quorum, adaptive) "
+                                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round, unit.kind, unit.shard_index,
+                                       SeedToSql(unit.seed), unit.quorum, unit.adaptive ? 1 : 0));
     UBCP_RETURN_IF_ERROR(stmt->Run());
+    UBCP_RETURN_IF_ERROR(AddUnit(LastRowId()));
   }
   return {};
+}
+
+Status SqliteStore::AddUnit(std::int64_t work_id) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt,
+                        Sql("INSERT INTO units (job_id, round, kind, shard_index, "
+                            "state, seed, work_id) SELECT job_id, round, kind, "
+                            "shard_index, 'pending', seed, id FROM works WHERE id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(work_id));
+  UBCP_RETURN_IF_ERROR(stmt->Run());
+  if (Changes() != 1) return MakeError(Errc::kInternal, "no work " + std::to_string(work_id));
+  return {};
+}
+
+Result<WorkRecord> SqliteStore::LoadWork(std::int64_t work_id) {
+  static const std::string sql = std::string(kWorkColumns) + "WHERE id = ?1";
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(work_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kNotFound, "no work " + std::to_string(work_id));
+  return ReadWork(*stmt);
+}
+
+Result<HostRecord> SqliteStore::LoadHost(std::int64_t host_id) {
+  static const std::string sql = std::string(kHostColumns) + "WHERE id = ?1";
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kNotFound, "no host " + std::to_string(host_id));
+  return ReadHost(*stmt);
 }
 
 // ---- hosts and accounts ----
@@ -476,11 +610,25 @@ Result<std::int64_t> SqliteStore::CreateHost(const NewHost& host) {
     return MakeError(Errc::kInvalidArgument, "host needs a public key and a token hash");
   }
   return Transact(TxKind::kWrite, [&]() -> Result<std::int64_t> {
+    if (host.max_hosts_per_account > 0) {
+      // Banned hosts count too: a caught donor cannot make room by cheating with every key.
+      UBCP_ASSIGN_OR_RETURN(auto count, Sql("SELECT COUNT(*) FROM hosts WHERE account_id = ?1"));
+      UBCP_RETURN_IF_ERROR(count->BindAll(host.account_id));
+      UBCP_ASSIGN_OR_RETURN(bool row, count->Step());
+      if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+      if (count->Int64(0) >= host.max_hosts_per_account) {
+        return MakeError(Errc::kForbidden, "the account already has " +
+                                               std::to_string(count->Int64(0)) +
+                                               " hosts, the most one account may attach");
+      }
+    }
     UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("INSERT INTO hosts (public_key, name, token_hash, "
                                          "benchmark_json, capabilities_json, registered_at, "
-                                         "last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)"));
+                                         "last_seen_at, account_id) "
+                                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(host.public_key, host.name, host.token_hash,
-                                       host.benchmark_json, host.capabilities_json, host.now));
+                                       host.benchmark_json, host.capabilities_json, host.now,
+                                       host.account_id));
     UBCP_RETURN_IF_ERROR(stmt->Run());
     return LastRowId();
   });
@@ -491,12 +639,11 @@ Result<std::int64_t> SqliteStore::CreateHost(const NewHost& host) {
 // an attacker anything that helps forge a token; no constant-time comparison is needed here.
 Result<HostRecord> SqliteStore::FindHostByTokenHash(const std::string& token_hash) {
   return Transact(TxKind::kRead, [&]() -> Result<HostRecord> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, public_key, name, benchmark_json, "
-                                         "capabilities_json, registered_at, last_seen_at, "
-                                         "token_hash FROM hosts WHERE token_hash = ?1"));
+    static const std::string sql = std::string(kHostColumns) + "WHERE token_hash = ?1";
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(token_hash));
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-    if (!row || token_hash.empty() || !SameTokenHash(stmt->Text(7), token_hash)) {
+    if (!row || token_hash.empty() || !SameTokenHash(stmt->Text(11), token_hash)) {
       return MakeError(Errc::kUnauthorized, "unknown host token");
     }
     return ReadHost(*stmt);
@@ -504,14 +651,19 @@ Result<HostRecord> SqliteStore::FindHostByTokenHash(const std::string& token_has
 }
 
 Result<HostRecord> SqliteStore::GetHost(std::int64_t host_id) {
-  return Transact(TxKind::kRead, [&]() -> Result<HostRecord> {
-    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id, public_key, name, benchmark_json, "
-                                         "capabilities_json, registered_at, last_seen_at "
-                                         "FROM hosts WHERE id = ?1"));
-    UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id));
-    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-    if (!row) return MakeError(Errc::kNotFound, "no host " + std::to_string(host_id));
-    return ReadHost(*stmt);
+  return Transact(TxKind::kRead, [&]() { return LoadHost(host_id); });
+}
+
+Result<std::vector<std::int64_t>> SqliteStore::AccountHosts(std::int64_t account_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<std::int64_t>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT id FROM hosts WHERE account_id = ?1 ORDER BY id"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(account_id));
+    std::vector<std::int64_t> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) return out;
+      out.push_back(stmt->Int64(0));
+    }
   });
 }
 
@@ -792,16 +944,18 @@ SELECT r.round, r.model_blob, r.aggregated,
        COALESCE(e.samples, 0), e.loss_w, e.acc_w, COALESCE(e.nan_count, 0),
        t.results, t.mean_loss, COALESCE(t.nan_count, 0)
 FROM rounds r
-LEFT JOIN (SELECT round, COUNT(*) AS total, SUM(state = 'done') AS done,
-                  SUM(kind = ?2) AS eval_total, SUM(kind = ?2 AND state = 'done') AS eval_done
-           FROM units WHERE job_id = ?1 GROUP BY round) u ON u.round = r.round
-LEFT JOIN (SELECT round, SUM(samples) AS samples, SUM(loss * samples) AS loss_w,
-                  SUM(accuracy * samples) AS acc_w,
-                  SUM(samples > 0 AND (loss IS NULL OR accuracy IS NULL)) AS nan_count
-           FROM results WHERE job_id = ?1 AND kind = ?2 GROUP BY round) e ON e.round = r.round
-LEFT JOIN (SELECT round, COUNT(*) AS results, AVG(loss) AS mean_loss,
-                  SUM(loss IS NULL) AS nan_count
-           FROM results WHERE job_id = ?1 AND kind = ?3 GROUP BY round) t ON t.round = r.round
+LEFT JOIN (SELECT round, COUNT(*) AS total, SUM(state != 'open') AS done,
+                  SUM(kind = ?2) AS eval_total, SUM(kind = ?2 AND state != 'open') AS eval_done
+           FROM works WHERE job_id = ?1 GROUP BY round) u ON u.round = r.round
+LEFT JOIN (SELECT x.round, SUM(x.samples) AS samples, SUM(x.loss * x.samples) AS loss_w,
+                  SUM(x.accuracy * x.samples) AS acc_w,
+                  SUM(x.samples > 0 AND (x.loss IS NULL OR x.accuracy IS NULL)) AS nan_count
+           FROM results x JOIN works w ON w.canonical_unit = x.unit_id AND w.state = 'valid'
+           WHERE x.job_id = ?1 AND x.kind = ?2 GROUP BY x.round) e ON e.round = r.round
+LEFT JOIN (SELECT x.round, COUNT(*) AS results, AVG(x.loss) AS mean_loss,
+                  SUM(x.loss IS NULL) AS nan_count
+           FROM results x JOIN works w ON w.canonical_unit = x.unit_id AND w.state = 'valid'
+           WHERE x.job_id = ?1 AND x.kind = ?3 GROUP BY x.round) t ON t.round = r.round
 WHERE r.job_id = ?1
 ORDER BY r.round)sql"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, common::kUnitEval, common::kUnitFinetune));
@@ -834,8 +988,8 @@ ORDER BY r.round)sql"));
 Result<std::int64_t> SqliteStore::CountJobHosts(std::int64_t job_id) {
   return Transact(TxKind::kRead, [&]() -> Result<std::int64_t> {
     UBCP_RETURN_IF_ERROR(RequireJob(job_id));
-    UBCP_ASSIGN_OR_RETURN(auto stmt,
-                          Sql("SELECT COUNT(DISTINCT host_id) FROM results WHERE job_id = ?1"));
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COUNT(DISTINCT host_id) FROM results "
+                                         "WHERE job_id = ?1 AND status = 'valid'"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id));
     UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
     if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
@@ -851,23 +1005,32 @@ Result<std::int64_t> SqliteStore::CountJobHosts(std::int64_t job_id) {
 Result<std::optional<LeaseContext>> SqliteStore::LeaseUnit(std::int64_t host_id,
                                                            const std::vector<std::string>& kinds,
                                                            std::int64_t now,
-                                                           const ManifestSigner& sign) {
+                                                           const ManifestSigner& sign,
+                                                           const QuorumRule& settle) {
   if (!sign) return MakeError(Errc::kInvalidArgument, "LeaseUnit needs a signer");
   if (kinds.size() > kMaxKinds) return MakeError(Errc::kTooLarge, "too many unit kinds");
   return Transact(TxKind::kWrite, [&]() -> Result<std::optional<LeaseContext>> {
     const std::set<std::string> wanted(kinds.begin(), kinds.end());
+    UBCP_ASSIGN_OR_RETURN(HostRecord host, LoadHost(host_id));
+    if (host.banned_at != 0) {
+      return MakeError(Errc::kForbidden, "host " + std::to_string(host_id) + " is banned");
+    }
+    const std::int64_t account_id = host.account_id;
     // One indexed query per kind keeps the SQL fixed (no IN list assembled at run time); the
     // oldest candidate over all kinds wins.
     std::optional<std::tuple<std::int64_t, std::int64_t, std::int64_t>> best;  // job, round, id
     for (const std::string& kind : wanted) {
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
 SELECT u.job_id, u.round, u.id
-FROM units u JOIN jobs j ON j.id = u.job_id
-WHERE u.kind = ?1 AND j.state = 'running'
+FROM units u JOIN jobs j ON j.id = u.job_id JOIN works w ON w.id = u.work_id
+WHERE u.kind = ?1 AND j.state = 'running' AND w.state = 'open'
   AND (u.state = 'pending' OR (u.state = 'leased' AND u.lease_deadline < ?2))
+  AND NOT EXISTS (SELECT 1 FROM units s JOIN hosts h ON h.id = s.host_id
+                  WHERE s.work_id = u.work_id AND s.id != u.id
+                    AND (h.id = ?3 OR (?4 != 0 AND h.account_id = ?4)))
 ORDER BY u.job_id, u.round, u.id
 LIMIT 1)sql"));
-      UBCP_RETURN_IF_ERROR(stmt->BindAll(kind, now));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(kind, now, host_id, account_id));
       UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
       if (!row) continue;
       auto candidate = std::make_tuple(stmt->Int64(0), stmt->Int64(1), stmt->Int64(2));
@@ -892,6 +1055,20 @@ LIMIT 1)sql"));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
     UBCP_ASSIGN_OR_RETURN(context.unit, LoadUnit(unit_id));
+    UBCP_ASSIGN_OR_RETURN(context.work, LoadWork(context.unit.work_id));
+    if (!context.work.settled) {
+      // The first lease settles how many agreeing results the work needs, from this host's
+      // record; the other units exist from now on, so replicas run in parallel.
+      int quorum = context.work.quorum;
+      if (settle) quorum = std::clamp(settle(context.work, host), 1, context.work.quorum);
+      UBCP_ASSIGN_OR_RETURN(auto stmt,
+                            Sql("UPDATE works SET quorum = ?2, settled = 1 WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(context.work.id, quorum));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+      for (int i = 1; i < quorum; ++i) UBCP_RETURN_IF_ERROR(AddUnit(context.work.id));
+      context.work.quorum = quorum;
+      context.work.settled = true;
+    }
     std::string model_blob;
     {
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT model_blob FROM rounds "
@@ -971,14 +1148,14 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
                             Sql("INSERT INTO results (unit_id, job_id, round, kind, host_id, "
                                 "attempt, envelope_hash, envelope_json, update_blob, loss, "
                                 "accuracy, first_loss, samples, wall_seconds, received_at, "
-                                "credits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                                "?12, ?13, ?14, ?15, ?16)"));
-      // job, round and kind come from the unit, never from the submitted record.
-      UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id, unit.job_id, unit.round, unit.kind,
-                                         result.host_id, result.attempt, result.envelope_hash,
-                                         result.envelope_json, result.update_blob, result.loss,
-                                         result.accuracy, result.first_loss, result.samples,
-                                         result.wall_seconds, result.received_at, result.credits));
+                                "credits, work_id, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                                "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 'pending')"));
+      // job, round, kind and work come from the unit, never from the submitted record.
+      UBCP_RETURN_IF_ERROR(
+          stmt->BindAll(unit.id, unit.job_id, unit.round, unit.kind, result.host_id, result.attempt,
+                        result.envelope_hash, result.envelope_json, result.update_blob, result.loss,
+                        result.accuracy, result.first_loss, result.samples, result.wall_seconds,
+                        result.received_at, result.credits, unit.work_id));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
     {
@@ -986,40 +1163,258 @@ Result<RecordOutcome> SqliteStore::RecordResult(const ResultRecord& result) {
       UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id));
       UBCP_RETURN_IF_ERROR(stmt->Run());
     }
-    if (result.credits > 0) {
-      const std::string unit_key = "unit:" + std::to_string(unit.id);
-      LedgerTxn spend = Transfer("spend:" + unit_key, LedgerKind::kSpend, JobAccount(job.id),
-                                 std::string(kSpentAccount), result.credits, result.received_at);
-      spend.job_id = job.id;
-      spend.host_id = result.host_id;
-      UBCP_RETURN_IF_ERROR(Post(spend));
-      LedgerTxn points =
-          Transfer("points:" + unit_key, LedgerKind::kPoints, std::string(kPointsAccount),
-                   DonorAccount(result.host_id), result.credits, result.received_at);
-      points.job_id = job.id;
-      points.host_id = result.host_id;
-      UBCP_RETURN_IF_ERROR(Post(points));
-    }
     return RecordOutcome::kAccepted;
   });
+}
+
+Result<std::vector<ResultRecord>> SqliteStore::SelectResults(const std::string& sql,
+                                                             std::int64_t id) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(id));
+  std::vector<ResultRecord> out;
+  for (;;) {
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return out;
+    UBCP_ASSIGN_OR_RETURN(ResultRecord r, ReadResult(*stmt));
+    out.push_back(std::move(r));
+  }
 }
 
 // An empty `kind` lists the results of every kind. Ordered by unit id.
 Result<std::vector<ResultRecord>> SqliteStore::ListResults(std::int64_t job_id, int round,
                                                            const std::string& kind) {
   return Transact(TxKind::kRead, [&]() -> Result<std::vector<ResultRecord>> {
-    UBCP_ASSIGN_OR_RETURN(
-        auto stmt, Sql("SELECT unit_id, job_id, round, kind, host_id, attempt, "
-                       "envelope_hash, envelope_json, update_blob, loss, accuracy, "
-                       "first_loss, samples, wall_seconds, received_at, credits FROM results "
-                       "WHERE job_id = ?1 AND round = ?2 AND (?3 = '' OR kind = ?3) "
-                       "ORDER BY unit_id"));
+    static const std::string sql =
+        std::string(kResultColumns) +
+        "JOIN works w ON w.canonical_unit = r.unit_id AND w.state = 'valid' "
+        "WHERE r.job_id = ?1 AND r.round = ?2 AND (?3 = '' OR r.kind = ?3) ORDER BY r.unit_id";
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(sql));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(job_id, round, kind));
     std::vector<ResultRecord> out;
     for (;;) {
       UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
-      if (!row) break;
-      out.push_back(ReadResult(*stmt));
+      if (!row) return out;
+      UBCP_ASSIGN_OR_RETURN(ResultRecord r, ReadResult(*stmt));
+      out.push_back(std::move(r));
+    }
+  });
+}
+
+Result<WorkRecord> SqliteStore::GetWork(std::int64_t work_id) {
+  return Transact(TxKind::kRead, [&]() { return LoadWork(work_id); });
+}
+
+Result<std::pair<std::vector<ResultRecord>, int>> SqliteStore::WorkResults(std::int64_t work_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<std::pair<std::vector<ResultRecord>, int>> {
+    static const std::string sql =
+        std::string(kResultColumns) + "WHERE r.work_id = ?1 ORDER BY r.received_at, r.unit_id";
+    UBCP_ASSIGN_OR_RETURN(std::vector<ResultRecord> results, SelectResults(sql, work_id));
+    UBCP_ASSIGN_OR_RETURN(auto count, Sql("SELECT COUNT(*) FROM units WHERE work_id = ?1"));
+    UBCP_RETURN_IF_ERROR(count->BindAll(work_id));
+    UBCP_ASSIGN_OR_RETURN(bool row, count->Step());
+    if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+    return std::make_pair(std::move(results), count->Int(0));
+  });
+}
+
+Result<std::vector<std::int64_t>> SqliteStore::WorksWithPendingResults() {
+  return Transact(TxKind::kRead, [&]() -> Result<std::vector<std::int64_t>> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT DISTINCT r.work_id FROM results r "
+                                         "JOIN jobs j ON j.id = r.job_id "
+                                         "WHERE r.status = 'pending' AND j.state = 'running' "
+                                         "ORDER BY r.work_id"));
+    std::vector<std::int64_t> out;
+    for (;;) {
+      UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+      if (!row) return out;
+      out.push_back(stmt->Int64(0));
+    }
+  });
+}
+
+Status SqliteStore::SetResultStatus(std::int64_t unit_id, ResultStatus status) {
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE results SET status = ?2 WHERE unit_id = ?1"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id, ResultStatusName(status)));
+  UBCP_RETURN_IF_ERROR(stmt->Run());
+  if (Changes() != 1) return MakeError(Errc::kInternal, "no result " + std::to_string(unit_id));
+  return {};
+}
+
+Status SqliteStore::Pay(const ResultRecord& result, std::int64_t now) {
+  if (result.credits <= 0) return {};
+  const std::string unit_key = "unit:" + std::to_string(result.unit_id);
+  LedgerTxn spend = Transfer("spend:" + unit_key, LedgerKind::kSpend, JobAccount(result.job_id),
+                             std::string(kSpentAccount), result.credits, now);
+  spend.job_id = result.job_id;
+  spend.host_id = result.host_id;
+  UBCP_RETURN_IF_ERROR(Post(spend));
+  LedgerTxn points =
+      Transfer("points:" + unit_key, LedgerKind::kPoints, std::string(kPointsAccount),
+               DonorAccount(result.host_id), result.credits, now);
+  points.job_id = result.job_id;
+  points.host_id = result.host_id;
+  UBCP_RETURN_IF_ERROR(Post(points));
+  return {};
+}
+
+// Both legs of the pay go back in one transaction: the job's reservation gets the credits to pay
+// for the work again, and the donor loses the points.
+Status SqliteStore::Reverse(const ResultRecord& result, std::int64_t now) {
+  if (result.credits <= 0) return {};
+  LedgerTxn txn;
+  txn.key = "reverse:unit:" + std::to_string(result.unit_id);
+  txn.kind = LedgerKind::kReverse;
+  txn.postings = {{std::string(kSpentAccount), -result.credits},
+                  {JobAccount(result.job_id), result.credits},
+                  {DonorAccount(result.host_id), -result.credits},
+                  {std::string(kPointsAccount), result.credits}};
+  txn.job_id = result.job_id;
+  txn.host_id = result.host_id;
+  txn.memo = "result of unit " + std::to_string(result.unit_id) + " found invalid";
+  txn.at = now;
+  UBCP_RETURN_IF_ERROR(Post(txn));
+  return {};
+}
+
+Status SqliteStore::Replenish(std::int64_t work_id) {
+  UBCP_ASSIGN_OR_RETURN(WorkRecord work, LoadWork(work_id));
+  if (work.state != WorkState::kOpen) return {};
+  UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT COUNT(*) FROM units u LEFT JOIN results r ON r.unit_id = u.id
+WHERE u.work_id = ?1 AND (u.state != 'done' OR r.status IN ('pending', 'valid')))sql"));
+  UBCP_RETURN_IF_ERROR(stmt->BindAll(work_id));
+  UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+  for (std::int64_t live = stmt->Int64(0); live < work.quorum; ++live) {
+    UBCP_RETURN_IF_ERROR(AddUnit(work_id));
+  }
+  return {};
+}
+
+Status SqliteStore::CatchHost(std::int64_t host_id, std::int64_t caught_unit,
+                              const WorkJudgement& j, JudgementOutcome& out) {
+  {
+    UBCP_ASSIGN_OR_RETURN(auto stmt,
+                          Sql("UPDATE hosts SET offences = offences + 1, valid_streak = 0, "
+                              "banned_at = CASE WHEN banned_at = 0 AND offences + 1 >= ?2 "
+                              "THEN ?3 ELSE banned_at END WHERE id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(host_id, j.ban_after, j.now));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+  }
+  UBCP_ASSIGN_OR_RETURN(HostRecord host, LoadHost(host_id));
+  if (host.banned_at == j.now) {
+    out.banned_hosts.push_back(host_id);
+    // A banned host can answer nothing: what it holds goes back to the others at once instead
+    // of waiting for its leases to expire (a late result would not match the next lease).
+    UBCP_ASSIGN_OR_RETURN(auto release, Sql("UPDATE units SET state = 'pending', "
+                                            "lease_deadline = 0, manifest_hash = '' "
+                                            "WHERE host_id = ?1 AND state = 'leased'"));
+    UBCP_RETURN_IF_ERROR(release->BindAll(host_id));
+    UBCP_RETURN_IF_ERROR(release->Run());
+  }
+  // Its other results that nothing final rests on yet: discarded, their pay taken back, their
+  // works computed again by someone else.
+  static const std::string sql = std::string(kResultColumns) + R"sql(
+JOIN jobs jb ON jb.id = r.job_id JOIN rounds rd ON rd.job_id = r.job_id AND rd.round = r.round
+WHERE r.host_id = ?1 AND r.status IN ('pending', 'valid') AND jb.state = 'running'
+  AND (rd.aggregated = 0 OR r.kind = 'eval_batch')
+ORDER BY r.unit_id)sql";
+  UBCP_ASSIGN_OR_RETURN(std::vector<ResultRecord> unfinished, SelectResults(sql, host_id));
+  for (const ResultRecord& r : unfinished) {
+    if (r.unit_id == caught_unit) continue;
+    if (r.status == ResultStatus::kValid) {
+      UBCP_RETURN_IF_ERROR(Reverse(r, j.now));
+      ++out.reversed;
+    }
+    UBCP_RETURN_IF_ERROR(SetResultStatus(r.unit_id, ResultStatus::kInvalid));
+    ++out.discarded;
+    UBCP_ASSIGN_OR_RETURN(auto reopen, Sql("UPDATE works SET state = 'open', canonical_unit = 0 "
+                                           "WHERE id = ?1 AND canonical_unit = ?2"));
+    UBCP_RETURN_IF_ERROR(reopen->BindAll(r.work_id, r.unit_id));
+    UBCP_RETURN_IF_ERROR(reopen->Run());
+    UBCP_RETURN_IF_ERROR(Replenish(r.work_id));
+  }
+  return {};
+}
+
+Result<JudgementOutcome> SqliteStore::ResolveWork(const WorkJudgement& j) {
+  return Transact(TxKind::kWrite, [&]() -> Result<JudgementOutcome> {
+    UBCP_ASSIGN_OR_RETURN(WorkRecord work, LoadWork(j.work_id));
+    static const std::string sql =
+        std::string(kResultColumns) + "WHERE r.work_id = ?1 ORDER BY r.received_at, r.unit_id";
+    UBCP_ASSIGN_OR_RETURN(std::vector<ResultRecord> results, SelectResults(sql, j.work_id));
+    {
+      UBCP_ASSIGN_OR_RETURN(auto count, Sql("SELECT COUNT(*) FROM units WHERE work_id = ?1"));
+      UBCP_RETURN_IF_ERROR(count->BindAll(j.work_id));
+      UBCP_ASSIGN_OR_RETURN(bool row, count->Step());
+      if (!row) return MakeError(Errc::kInternal, "COUNT returned no row");
+      if (count->Int(0) != j.units_seen) {
+        return MakeError(Errc::kConflict, "work " + std::to_string(j.work_id) + " changed");
+      }
+    }
+    auto find = [&](std::int64_t unit_id) -> const ResultRecord* {
+      for (const ResultRecord& r : results) {
+        if (r.unit_id == unit_id && r.status != ResultStatus::kInvalid) return &r;
+      }
+      return nullptr;
+    };
+    for (std::int64_t id : j.valid) {
+      if (!find(id))
+        return MakeError(Errc::kConflict, "no live result for unit " + std::to_string(id));
+    }
+    for (std::int64_t id : j.invalid) {
+      if (!find(id))
+        return MakeError(Errc::kConflict, "no live result for unit " + std::to_string(id));
+    }
+    JudgementOutcome out;
+    switch (j.outcome) {
+      case WorkJudgement::Outcome::kAnother:
+        if (work.state != WorkState::kOpen) {
+          return MakeError(Errc::kConflict, "work " + std::to_string(j.work_id) + " is judged");
+        }
+        UBCP_RETURN_IF_ERROR(AddUnit(j.work_id));
+        return out;
+      case WorkJudgement::Outcome::kDropped: {
+        if (work.state != WorkState::kOpen) {
+          return MakeError(Errc::kConflict, "work " + std::to_string(j.work_id) + " is judged");
+        }
+        UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE works SET state = 'dropped' WHERE id = ?1"));
+        UBCP_RETURN_IF_ERROR(stmt->BindAll(j.work_id));
+        UBCP_RETURN_IF_ERROR(stmt->Run());
+        return out;
+      }
+      case WorkJudgement::Outcome::kValid:
+        break;
+    }
+    if (j.valid.empty() && work.state == WorkState::kOpen) {
+      return MakeError(Errc::kInvalidArgument, "a valid judgement names no valid result");
+    }
+    for (std::int64_t id : j.valid) {
+      const ResultRecord& r = *find(id);
+      if (r.status == ResultStatus::kPending) {
+        UBCP_RETURN_IF_ERROR(SetResultStatus(id, ResultStatus::kValid));
+        UBCP_RETURN_IF_ERROR(Pay(r, j.now));
+        ++out.credited;
+        UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE hosts SET valid_streak = valid_streak + 1 "
+                                             "WHERE id = ?1"));
+        UBCP_RETURN_IF_ERROR(stmt->BindAll(r.host_id));
+        UBCP_RETURN_IF_ERROR(stmt->Run());
+      }
+    }
+    if (work.state == WorkState::kOpen) {
+      UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE works SET state = 'valid', canonical_unit = ?2 "
+                                           "WHERE id = ?1"));
+      UBCP_RETURN_IF_ERROR(stmt->BindAll(j.work_id, j.valid.front()));
+      UBCP_RETURN_IF_ERROR(stmt->Run());
+    }
+    for (std::int64_t id : j.invalid) {
+      const ResultRecord r = *find(id);
+      if (r.status == ResultStatus::kValid) {
+        UBCP_RETURN_IF_ERROR(Reverse(r, j.now));
+        ++out.reversed;
+      }
+      UBCP_RETURN_IF_ERROR(SetResultStatus(id, ResultStatus::kInvalid));
+      UBCP_RETURN_IF_ERROR(CatchHost(r.host_id, id, j, out));
     }
     return out;
   });
@@ -1216,7 +1611,8 @@ Result<std::vector<PeriodRecord>> SqliteStore::RecentPeriods(int limit) {
 
 Result<std::int64_t> SqliteStore::LoadValidated(std::int64_t from, std::int64_t to) {
   UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COALESCE(SUM(credits), 0) FROM results "
-                                       "WHERE received_at >= ?1 AND received_at < ?2"));
+                                       "WHERE received_at >= ?1 AND received_at < ?2 "
+                                       "AND status = 'valid'"));
   UBCP_RETURN_IF_ERROR(stmt->BindAll(from, to));
   UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
   if (!row) return MakeError(Errc::kInternal, "SUM returned no row");
@@ -1369,6 +1765,8 @@ Result<LedgerTotals> SqliteStore::TotalsBetween(std::int64_t from, std::int64_t 
       if (kind == "spend") totals.spent = sum;
       if (kind == "refund") totals.refunded = sum;
       if (kind == "expire") totals.expired = sum;
+      // A reversal has two positive legs of the same amount (job:<id> and points).
+      if (kind == "reverse") totals.reversed = sum / 2;
     }
     return totals;
   });
@@ -1414,7 +1812,7 @@ Result<std::vector<HostContribution>> SqliteStore::HostContributions(std::int64_
       UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
 SELECT h.id, h.name, h.public_name, h.team, COUNT(r.unit_id), COALESCE(SUM(r.credits), 0),
   COALESCE(SUM(CASE WHEN r.received_at >= ?1 THEN r.credits ELSE 0 END), 0)
-FROM hosts h LEFT JOIN results r ON r.host_id = h.id
+FROM hosts h LEFT JOIN results r ON r.host_id = h.id AND r.status = 'valid'
 WHERE ?2 = 0 OR h.public_name != ''
 GROUP BY h.id)sql"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(period_start, only_public ? 1 : 0));
@@ -1435,7 +1833,8 @@ GROUP BY h.id)sql"));
     }
     // Validated work per host and hour; older hours count for less.
     UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT host_id, received_at / 3600, SUM(credits) "
-                                         "FROM results GROUP BY host_id, received_at / 3600"));
+                                         "FROM results WHERE status = 'valid' "
+                                         "GROUP BY host_id, received_at / 3600"));
     UBCP_RETURN_IF_ERROR(AccumulateDecayed(*stmt, now, half_life_s, [&](std::int64_t id, double v) {
       if (auto it = index.find(id); it != index.end()) out[it->second].recent_credits += v;
     }));
@@ -1591,21 +1990,23 @@ Result<std::vector<std::string>> SqliteStore::CheckLedger() {
         [&](const Statement& s) {
           problems.push_back(s.Text(0) + " is negative: " + std::to_string(s.Int64(1)));
         }));
-    // What each job spent equals the credits of its accepted results, and donors were credited
-    // exactly that.
+    // What each job spent (less what was reversed) equals the credits of its valid results, and
+    // donors were credited exactly that.
     UBCP_RETURN_IF_ERROR(each_row(
         R"sql(
 SELECT j.id,
   (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t JOIN ledger_entries e
-     ON e.txn_key = t.key WHERE t.kind = 'spend' AND t.job_id = j.id AND e.account = 'spent'),
-  (SELECT COALESCE(SUM(r.credits), 0) FROM results r WHERE r.job_id = j.id),
+     ON e.txn_key = t.key WHERE t.kind IN ('spend', 'reverse') AND t.job_id = j.id
+     AND e.account = 'spent'),
+  (SELECT COALESCE(SUM(r.credits), 0) FROM results r WHERE r.job_id = j.id AND r.status = 'valid'),
   (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_txns t JOIN ledger_entries e
-     ON e.txn_key = t.key WHERE t.kind = 'points' AND t.job_id = j.id AND e.account LIKE 'donor:%')
+     ON e.txn_key = t.key WHERE t.kind IN ('points', 'reverse') AND t.job_id = j.id
+     AND e.account LIKE 'donor:%')
 FROM jobs j)sql",
         [&](const Statement& s) {
           if (s.Int64(1) != s.Int64(2) || s.Int64(2) != s.Int64(3)) {
             problems.push_back("job " + std::to_string(s.Int64(0)) + " spent " +
-                               std::to_string(s.Int64(1)) + " credits, its accepted results " +
+                               std::to_string(s.Int64(1)) + " credits, its valid results " +
                                "cost " + std::to_string(s.Int64(2)) + ", donors got " +
                                std::to_string(s.Int64(3)));
           }

@@ -24,6 +24,9 @@ class CoordinatorApi {
  public:
   explicit CoordinatorApi(HttpsClient& http) : http_(http) {}
   void set_token(std::string token) { token_ = std::move(token); }
+  // The donor account's token, presented only when registering: the host is attached to that
+  // account (`ubcp-coordinator add-account` makes one).
+  void set_account_token(std::string token) { account_token_ = std::move(token); }
 
   common::Result<CoordinatorInfo> GetInfo();
   // The root-signed statement certifying the coordinator's signing key (GET /v1/keys).
@@ -43,8 +46,12 @@ class CoordinatorApi {
  private:
   common::Result<ClientResponse> Call(std::string_view method, std::string_view target,
                                       std::string_view body, std::string_view content_type);
+  common::Result<ClientResponse> CallAs(std::string_view token, std::string_view method,
+                                        std::string_view target, std::string_view body,
+                                        std::string_view content_type);
   HttpsClient& http_;
   std::string token_;
+  std::string account_token_;
 };
 
 // The Error carried by a non-2xx response (falls back to a generic one by status).

@@ -45,7 +45,9 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
                                               const std::function<BenchmarkReport()>& bench);
 
 struct RunnerOptions {
-  int max_units = 0;               // stop after this many completed units; 0 = run until stopped
+  // Stop after this many completed units (for a protocol adversary, tampered units count too,
+  // whatever the answer); 0 = run until stopped.
+  int max_units = 0;
   int threads = 1;                 // torch intra-op threads for execution
   std::vector<std::string> kinds;  // empty = all kinds
   double idle_poll_s = 1.0;        // wait when there is no work
@@ -60,6 +62,15 @@ struct RunSummary {
   int eval_units = 0;
   int units_refused = 0;  // final errors for a unit (bad manifest, conflict, ...)
   int retries = 0;
+  // Result envelopes posted (a retried envelope counts once) and the coordinator's answers.
+  int results_submitted = 0;
+  int results_accepted = 0;   // recorded and credited
+  int results_duplicate = 0;  // a copy of a result it already holds: acknowledged, not counted
+  int results_rejected = 0;   // refused: 403 (signer, signature, host) or 409 (not the lease)
+  // Adversaries only (adversary.h): units answered with a protocol attack (replay,
+  // wrong_version, forged), whatever the answer, and finetune units answered with a stale update.
+  int units_tampered = 0;
+  int stale_updates = 0;
   // Set when the coordinator no longer accepts this host (401/403 on a work request, e.g. a
   // revoked token): the loop stops instead of polling forever.
   std::optional<common::Error> fatal;
@@ -73,11 +84,13 @@ class Runner {
   // Trusts the online key certified by a pinned root, following its rotations.
   Runner(CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
          common::TrustedKeys rooted, std::int64_t host_id, RunnerOptions options);
-  // Runs until max_units, max_idle_polls or `stop`. Returns the summary.
+  // Runs until max_units, max_idle_polls or `stop`. Returns the summary of this run. A
+  // protocol adversary goes on after a refused result (403/409): refusals are what it measures.
   RunSummary Run(const std::atomic<bool>& stop);
 
  private:
-  enum class Step { kDone, kNoWork, kRetry, kRefused, kFatal };
+  // kTampered: a protocol adversary's result was answered; the loop goes on at once.
+  enum class Step { kDone, kTampered, kNoWork, kRetry, kRefused, kFatal };
   Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
   common::Result<common::Bytes> FetchBlob(const common::BlobRef& ref);
 
@@ -88,6 +101,7 @@ class Runner {
   bool rooted_ = false;  // refresh trusted_ from the coordinator's key statement when needed
   std::int64_t host_id_;
   RunnerOptions options_;
+  AdversaryMemory adversary_memory_;  // kept across runs; empty for an honest host
 };
 
 }  // namespace ubcp::client

@@ -23,6 +23,8 @@
 #include "ubcp/coordinator/blob_store.h"
 #include "ubcp/coordinator/economy.h"
 #include "ubcp/coordinator/planner.h"
+#include "ubcp/coordinator/replication.h"
+#include "ubcp/coordinator/result_judge.h"
 #include "ubcp/coordinator/store.h"
 
 namespace ubcp::coordinator {
@@ -36,7 +38,8 @@ struct CoordinatorConfig {
   std::int64_t registration_max_age_s = 600;     // how old a signed registration may be
   std::uint64_t max_update_bytes = 64ull << 20;  // an uploaded update blob (compressed)
   std::uint64_t max_blob_download = 256ull << 20;
-  int replication = 1;  // copies of each unit a job pays for (validation: issue #4)
+  // Which works are computed more than once, trust, bans and host limits (replication.h).
+  ReplicationPolicy replication;
   EconomyConfig economy;
   // The offline root's statement certifying the signing key (envelope JSON, key_rotation.h),
   // served at GET /v1/keys; "" when the coordinator runs without a root key.
@@ -56,8 +59,10 @@ class Coordinator {
   common::Result<AccountRecord> AuthenticateAccount(std::string_view token);
 
   // ---- donors ----
-  // Verifies the proof of possession (the registration signed by the key it names) and its age.
-  common::Result<common::HostRegistered> RegisterHost(std::string_view envelope_json);
+  // Attaches a host to the donor `account`: verifies the proof of possession (the registration
+  // signed by the key it names) and its age; kForbidden once the account has its most hosts.
+  common::Result<common::HostRegistered> RegisterHost(const AccountRecord& account,
+                                                      std::string_view envelope_json);
   // A signed manifest for the next available unit, or nullopt when there is no work.
   common::Result<std::optional<common::SignedEnvelope>> RequestWork(
       const HostRecord& host, const common::WorkRequest& request);
@@ -121,6 +126,11 @@ class Coordinator {
   common::Result<std::int64_t> UnitCredits(const UnitRecord& unit, const JobRecord& job);
   common::Result<common::JobQuote> Quote(const AccountRecord& account, const NewJob& planned,
                                          const common::JobSpec& spec);
+  // A number in [0, 1) fixed by (seed, purpose) that only the holder of the signing key can
+  // compute: which works are replicated stays secret from donors (replication.h).
+  double SecretDraw(std::uint64_t seed, std::string_view purpose) const;
+  // Round `round`'s units with their quorums.
+  std::vector<UnitPlan> PlanRound(const common::JobSpec& spec, int round) const;
 
   Store& store_;
   const BlobStore& blobs_;
@@ -129,6 +139,7 @@ class Coordinator {
   CoordinatorConfig config_;
   Planner planner_;
   Economy economy_;
+  ResultJudge judge_;
   std::mutex advance_mu_;  // one round advancement at a time (the store makes it atomic)
 };
 

@@ -30,21 +30,23 @@ common::Result<std::int64_t> FinetuneUnitCredits(const common::ModelSpec& model,
 common::Result<std::int64_t> EvalUnitCredits(const common::ModelSpec& model, std::int64_t samples);
 
 struct JobPrice {
-  std::int64_t credits = 0;  // everything below, times replication
+  std::int64_t credits = 0;  // train_credits + eval_credits
   std::int64_t train_units = 0;
   std::int64_t eval_units = 0;
-  std::int64_t train_credits = 0;  // one copy of every finetune unit
-  std::int64_t eval_credits = 0;   // one copy of every eval unit
-  int replication = 1;             // copies of each unit (validation by replication)
+  std::int64_t train_credits = 0;  // every finetune unit, and its planned replicas
+  std::int64_t eval_credits = 0;   // every eval unit, eval_quorum times
+  int replication = 1;             // the most executions one unit is planned for
 };
 
-// The price of a job: `spec.rounds` rounds of `spec.units_per_round` finetune units, and one
-// evaluation of each of the rounds + 1 global models over the held-out shards whose sizes are
-// `eval_shard_samples`, each unit run `replication` times. kInvalidArgument on overflow or bad
-// input.
+// The price of a job: `spec.rounds` rounds of `spec.units_per_round` finetune units, of which
+// `extra_train_executions` units are planned to run twice (replication and spot checks,
+// validation.h), and one evaluation of each of the rounds + 1 global models over the held-out
+// shards whose sizes are `eval_shard_samples`, each run `eval_quorum` times. The price covers
+// the planned replicas; what adaptive replication saves is refunded when the job ends.
+// kInvalidArgument on overflow or bad input.
 common::Result<JobPrice> PriceJob(const common::ModelSpec& model, const common::JobSpec& spec,
                                   const std::vector<std::int64_t>& eval_shard_samples,
-                                  int replication);
+                                  std::int64_t extra_train_executions, int eval_quorum);
 
 double CreditsToFlop(std::int64_t credits);
 // "1.23e+15 FLOP (0.0000142 PFLOP/s-days)"

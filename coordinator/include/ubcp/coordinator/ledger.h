@@ -13,6 +13,8 @@
 //                                       not use
 //   recipient:<id>  -> expired          unspent credit above the carry-over cap at period end
 //   points          -> donor:<host>     a donor's points for each accepted unit it computed
+//   spent, donor:<host> -> job:<id>, points   reversal of both for a result later found invalid
+//                                       (its host was caught cheating): one transaction
 // recipient:, job: and donor: accounts never go below zero; issuance and points are sources
 // (negative), spent and expired are sinks. Every transaction has an idempotency key, unique in
 // the ledger: writing the same key twice changes nothing.
@@ -37,7 +39,7 @@ std::string DonorAccount(std::int64_t host_id);
 // True for the accounts that must never be negative (recipient:, job:, donor:).
 bool MustStayNonNegative(std::string_view account);
 
-enum class LedgerKind { kIssue, kGrant, kReserve, kSpend, kRefund, kExpire, kPoints };
+enum class LedgerKind { kIssue, kGrant, kReserve, kSpend, kRefund, kExpire, kPoints, kReverse };
 std::string_view LedgerKindName(LedgerKind kind);
 
 struct Posting {

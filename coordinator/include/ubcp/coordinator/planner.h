@@ -9,6 +9,7 @@
 // the last round (r == rounds) only evaluates the final model.
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "ubcp/common/datasets.h"
@@ -27,12 +28,17 @@ class Planner {
   Planner(Store& store, const BlobStore& blobs, common::DatasetPaths datasets)
       : store_(store), blobs_(blobs), datasets_(std::move(datasets)) {}
 
+  // Called with the sized job (shard sizes known, no blob written yet); an error stops the plan
+  // before anything is stored (the price check: a job nobody can pay for writes nothing).
+  using Approval = std::function<common::Status(const NewJob& sized)>;
+
   // Validates the spec against the model and data set and writes shard and model blobs.
   // kNotFound for an unknown catalog model or a missing data-set package, kInvalidArgument for
   // an unknown data set name, a spec outside the protocol's limits (as ParseJobSpec), or a model
-  // and data set that do not fit (checked on every shard).
+  // and data set that do not fit (checked on every shard); `approve`'s error as it is.
   common::Result<NewJob> PlanJob(const common::JobSpec& spec, std::int64_t account_id,
-                                 std::int64_t now, PlanMode mode = PlanMode::kStore);
+                                 std::int64_t now, PlanMode mode = PlanMode::kStore,
+                                 const Approval& approve = {});
 
   // The units of `round` (pure).
   static std::vector<UnitPlan> PlanRound(const common::JobSpec& spec, int round);

@@ -5,9 +5,15 @@
 // one transaction: it happens completely or not at all, so a crash or a retry never leaves half
 // a change. Thread-safe: calls may come from several server threads.
 //
+// Work and units (docs/SECURITY.md, "Replication and quorum"): a work is what must be computed
+// (one shard of one round of one job); its units are executions of it, each leased to one host.
+// A work needs `quorum` agreeing results; it starts with one unit, and the others are added when
+// it is first leased (the quorum is settled then, from the host's reputation) or when results
+// disagree. Replicas of a work never go to hosts of the same donor account.
 // Units move pending -> leased -> done. A leased unit whose lease deadline has passed is handed
 // out again (attempt + 1); only a result that matches the unit's current lease (host, attempt,
-// manifest hash) is accepted, and a unit accepts one result.
+// manifest hash) is accepted, and a unit accepts one result. Results start "pending"; judging
+// them (ResolveWork) makes them "valid" (paid: spend and points) or "invalid".
 
 #include <cstdint>
 #include <filesystem>
@@ -32,6 +38,8 @@ struct NewHost {
   std::string benchmark_json;
   std::string capabilities_json;
   std::int64_t now = 0;
+  std::int64_t account_id = 0;    // the donor account the host is attached to
+  int max_hosts_per_account = 0;  // kForbidden when the account already has this many (0: none)
 };
 struct HostRecord {
   std::int64_t id = 0;
@@ -41,9 +49,17 @@ struct HostRecord {
   std::string capabilities_json;
   std::int64_t registered_at = 0;
   std::int64_t last_seen_at = 0;
+  std::int64_t account_id = 0;
+  // Reputation: valid results since its last invalid one, invalid results ever, and when its
+  // key was banned (0: not banned).
+  int valid_streak = 0;
+  int offences = 0;
+  std::int64_t banned_at = 0;
 };
 
-enum class Role { kRecipient, kAdmin };
+// Recipients receive credit shares and submit jobs; donors attach hosts (any account may);
+// admins see capacity and grant credits.
+enum class Role { kRecipient, kAdmin, kDonor };
 struct AccountRecord {
   std::int64_t id = 0;
   std::string name;
@@ -100,9 +116,25 @@ struct RoundRecord {
   bool aggregated = false;    // the round's updates have produced round + 1
 };
 
+enum class WorkState { kOpen, kValid, kDropped };
+struct WorkRecord {
+  std::int64_t id = 0;
+  std::int64_t job_id = 0;
+  int round = 0;
+  std::string kind;
+  int shard_index = 0;
+  std::uint64_t seed = 0;
+  int quorum = 1;         // agreeing results needed
+  bool adaptive = false;  // the quorum may drop to 1 for a trusted host (settled at first lease)
+  bool settled = false;   // the first lease has settled the quorum
+  WorkState state = WorkState::kOpen;
+  std::int64_t canonical_unit = 0;  // the unit whose result stands for the work once valid
+};
+
 enum class UnitState { kPending, kLeased, kDone };
 struct UnitRecord {
   std::int64_t id = 0;
+  std::int64_t work_id = 0;
   std::int64_t job_id = 0;
   int round = 0;
   std::string kind;     // common::kUnitFinetune | common::kUnitEval
@@ -117,14 +149,18 @@ struct UnitRecord {
 
 // What a manifest is made of, gathered by LeaseUnit in its transaction.
 struct LeaseContext {
-  UnitRecord unit;  // after the lease: attempt, host_id and lease_deadline are the new ones
+  UnitRecord unit;
+  WorkRecord work;  // after the lease: attempt, host_id and lease_deadline are the new ones
   JobRecord job;
   BlobRecord model;  // the unit's round's global model (rounds.model_blob)
   BlobRecord data;   // the unit's shard: train shard for finetune, test shard for eval
 };
 
+enum class ResultStatus { kPending, kValid, kInvalid };
 struct ResultRecord {
   std::int64_t unit_id = 0;
+  std::int64_t work_id = 0;                      // set by the store from the unit
+  ResultStatus status = ResultStatus::kPending;  // set by the store
   std::int64_t job_id = 0;
   int round = 0;
   std::string kind;
@@ -138,7 +174,7 @@ struct ResultRecord {
   double wall_seconds = 0;
   std::int64_t received_at = 0;
   // The unit's cost (cost_model.h), computed by the coordinator: spent from the job's
-  // reservation and credited to the donor as points when the result is accepted.
+  // reservation and credited to the donor as points when the result is judged valid.
   std::int64_t credits = 0;
 };
 
@@ -147,6 +183,33 @@ struct UnitPlan {
   std::string kind;
   int shard_index = 0;
   std::uint64_t seed = 0;
+  int quorum = 1;         // agreeing results the work needs (1..kMaxQuorum)
+  bool adaptive = false;  // WorkRecord::adaptive
+};
+inline constexpr int kMaxQuorum = 4;
+
+// Judging the results of one work (validation.h decides; the store applies it in one
+// transaction).
+struct WorkJudgement {
+  std::int64_t work_id = 0;
+  enum class Outcome {
+    kValid,    // `valid` agree (the first is canonical if the work is still open); `invalid` lie
+    kAnother,  // no agreement yet: add one more unit
+    kDropped,  // no agreement after the most units a work may use: nobody is paid
+  } outcome = Outcome::kValid;
+  std::vector<std::int64_t> valid;    // unit ids whose results are judged valid
+  std::vector<std::int64_t> invalid;  // unit ids whose results are judged invalid
+  // The number of units the work had when the judgement was made; a judgement made on an
+  // older view is refused as kConflict (someone else judged first).
+  int units_seen = 0;
+  int ban_after = 2;  // offences after which a host's key is banned
+  std::int64_t now = 0;
+};
+struct JudgementOutcome {
+  std::int64_t credited = 0;   // results newly paid
+  std::int64_t reversed = 0;   // results whose credit was taken back (caught hosts)
+  std::int64_t discarded = 0;  // other unfinished results of caught hosts, thrown away
+  std::vector<std::int64_t> banned_hosts;
 };
 
 struct NewJob {
@@ -204,6 +267,7 @@ struct PeriodRoll {
 // Ledger movements by kind within [from, to), in credits.
 struct LedgerTotals {
   std::int64_t issued = 0, granted = 0, reserved = 0, spent = 0, refunded = 0, expired = 0;
+  std::int64_t reversed = 0;  // taken back from caught hosts (returned to their jobs)
 };
 
 // A donor's validated work (results accepted), in credits.
@@ -228,11 +292,12 @@ struct RoundSummary {
   int round = 0;
   std::string model_blob;
   bool aggregated = false;
+  // Works (not units): done = judged (valid or dropped).
   int units_total = 0, units_done = 0;
   int eval_total = 0, eval_done = 0;
-  double eval_loss = 0, eval_accuracy = 0;  // sample-weighted over done eval units
+  double eval_loss = 0, eval_accuracy = 0;  // sample-weighted over valid eval works
   std::int64_t eval_samples = 0;
-  double train_loss = 0;  // mean of done finetune units' last loss
+  double train_loss = 0;  // mean last loss of the valid finetune works' canonical results
 };
 
 class Store {
@@ -247,6 +312,8 @@ class Store {
   virtual Result<HostRecord> GetHost(std::int64_t host_id) = 0;  // kNotFound
   virtual Status TouchHost(std::int64_t host_id, std::int64_t now) = 0;
   virtual Result<std::int64_t> CountHosts() = 0;
+  // Ids of the hosts attached to the account.
+  virtual Result<std::vector<std::int64_t>> AccountHosts(std::int64_t account_id) = 0;
 
   // kConflict if the name exists.
   virtual Result<std::int64_t> CreateAccount(const std::string& name, const std::string& token_hash,
@@ -286,22 +353,40 @@ class Store {
   // lease_seconds, then calls `sign(context)` with the updated unit and everything a manifest
   // needs (read in the same transaction, so `sign` must not call the store), which returns the
   // manifest hash to store; if `sign` fails, nothing changes. nullopt when no unit is available.
+  // A unit is not offered to a host whose account (or the host itself) already holds or held
+  // another unit of the same work; a banned host gets kForbidden. On a work's first lease, `settle(work, host)` (if given)
+  // returns its quorum (at most the planned one); the missing units are added then.
   using ManifestSigner = std::function<Result<std::string>(const LeaseContext& context)>;
+  using QuorumRule = std::function<int(const WorkRecord& work, const HostRecord& host)>;
   virtual Result<std::optional<LeaseContext>> LeaseUnit(std::int64_t host_id,
                                                         const std::vector<std::string>& kinds,
                                                         std::int64_t now,
-                                                        const ManifestSigner& sign) = 0;
+                                                        const ManifestSigner& sign,
+                                                        const QuorumRule& settle = {}) = 0;
   virtual Result<UnitRecord> GetUnit(std::int64_t unit_id) = 0;  // kNotFound
 
-  // Stores `result` and marks its unit done, if the unit is leased to result.host_id with the
-  // same attempt and manifest hash and its job is running. In the same transaction, the unit's
-  // credits are spent from the job's reservation ("spend:unit:<id>") and credited to the
-  // donor ("points:unit:<id>"). A result with the same envelope_hash as the stored one is
-  // kDuplicate (nothing changes); any other result for a done unit, or one that does not match
-  // the current lease, is kConflict; an unknown unit is kNotFound.
+  // Stores `result` as pending and marks its unit done, if the unit is leased to
+  // result.host_id with the same attempt and manifest hash and its job is running. Nothing is
+  // paid until the result is judged valid (ResolveWork). A result with the same envelope_hash
+  // as the stored one is kDuplicate (nothing changes); any other result for a done unit, or one
+  // that does not match the current lease, is kConflict; an unknown unit is kNotFound.
   virtual Result<RecordOutcome> RecordResult(const ResultRecord& result) = 0;
+  // The canonical results of the round's valid works of `kind` ("" for all), by unit id.
   virtual Result<std::vector<ResultRecord>> ListResults(std::int64_t job_id, int round,
                                                         const std::string& kind) = 0;
+  virtual Result<WorkRecord> GetWork(std::int64_t work_id) = 0;  // kNotFound
+  // Every result of the work (any status), in arrival order, and how many units it has.
+  virtual Result<std::pair<std::vector<ResultRecord>, int>> WorkResults(std::int64_t work_id) = 0;
+  // Works of running jobs that hold pending results (to judge after a crash), oldest first.
+  virtual Result<std::vector<std::int64_t>> WorksWithPendingResults() = 0;
+  // Applies a judgement in one transaction. Valid results are paid ("spend:unit:<id>",
+  // "points:unit:<id>") and their hosts' streaks grow. Each invalid result's host is caught:
+  // its offence count grows, its streak resets, its key is banned at `ban_after` offences, and
+  // its other results that are not final yet (works of running jobs in rounds not aggregated,
+  // and evaluations) are discarded: marked invalid, their credit reversed
+  // ("reverse:unit:<id>"), their works reopened with a new unit. kConflict when the work changed
+  // since `units_seen` or a named result is not pending or valid.
+  virtual Result<JudgementOutcome> ResolveWork(const WorkJudgement& judgement) = 0;
 
   // Marks round `from_round` aggregated, inserts round from_round + 1 with its units and moves
   // the job's current_round. Returns false (changing nothing) if the round was already
@@ -354,7 +439,8 @@ class Store {
   virtual Result<bool> PostLedger(const LedgerTxn& txn) = 0;
   // Every violated invariant, one line each; empty when the ledger is sound. Checks: all
   // entries sum to zero, and so does each transaction; no recipient:, job: or donor: account is
-  // negative; what was spent from each job equals the credits of its accepted results; a job
+  // negative; what was spent from each job, less reversals, equals the credits of its valid
+  // results, and so do its donors' points; a job
   // that is no longer running has nothing left in its reservation; every key is used once.
   virtual Result<std::vector<std::string>> CheckLedger() = 0;
 };
