@@ -354,8 +354,9 @@ class Store {
   // needs (read in the same transaction, so `sign` must not call the store), which returns the
   // manifest hash to store; if `sign` fails, nothing changes. nullopt when no unit is available.
   // A unit is not offered to a host whose account (or the host itself) already holds or held
-  // another unit of the same work; a banned host gets kForbidden. On a work's first lease, `settle(work, host)` (if given)
-  // returns its quorum (at most the planned one); the missing units are added then.
+  // another unit of the same work; a banned host gets kForbidden. On a work's first lease,
+  // `settle(work, host)` (if given) returns its quorum (at most the planned one); the missing units
+  // are added then.
   using ManifestSigner = std::function<Result<std::string>(const LeaseContext& context)>;
   using QuorumRule = std::function<int(const WorkRecord& work, const HostRecord& host)>;
   virtual Result<std::optional<LeaseContext>> LeaseUnit(std::int64_t host_id,
