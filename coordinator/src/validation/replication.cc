@@ -28,8 +28,7 @@ common::Status CheckPolicy(const ReplicationPolicy& p) {
   }
   for (int quorum : {p.eval_quorum, p.finetune_quorum}) {
     if (quorum < 1 || quorum > kMaxQuorum) {
-      return MakeError(Errc::kInvalidArgument,
-                       "quorums must be 1.." + std::to_string(kMaxQuorum));
+      return MakeError(Errc::kInvalidArgument, "quorums must be 1.." + std::to_string(kMaxQuorum));
     }
   }
   const int needed = std::max({p.eval_quorum, p.finetune_quorum, 2});

@@ -32,8 +32,8 @@ struct ReplicationPolicy {
   double trusted_recheck = 0.1;       // of a trusted host's evaluations
   double spot_check = 0.05;           // of all fine-tune works, whoever computes them
   int trusted_after = 10;
-  int max_units = 4;   // the most units one work may use; without agreement by then it is dropped
-  int ban_after = 2;   // invalid results after which a host's key is banned
+  int max_units = 4;  // the most units one work may use; without agreement by then it is dropped
+  int ban_after = 2;  // invalid results after which a host's key is banned
   int max_hosts_per_account = 32;
   Tolerance tolerance = DefaultTolerance();
 };
