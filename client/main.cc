@@ -5,13 +5,18 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/json/serialize.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
+#include <memory>
 #include <optional>
+#include <string_view>
 
 #include "ubcp/client/benchmark.h"
+#include "ubcp/client/control_socket.h"
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
@@ -26,12 +31,69 @@ int Fail(const ubcp::common::Error& e) {
   std::cerr << "ubcp-client: " << e.ToString() << "\n";
   return 1;
 }
+
+bool IsControlCommand(std::string_view arg) {
+  return arg == "status" || arg == "pause" || arg == "resume" || arg == "finish";
+}
+
+// `ubcp-client status|pause|resume|finish [--state DIR]`: one request to the running client's
+// control socket. Exit 0 ok, 1 error, 2 no client running.
+int ControlMain(int argc, char** argv) {
+  using namespace ubcp;
+  const std::string command = argv[1];
+  CLI::App app{"Controls the ubcp-client running on a state directory"};
+  app.name("ubcp-client " + command);
+  std::filesystem::path state_dir;
+  bool raw_json = false;
+  app.add_option("--state", state_dir, "the running client's state directory (or $UBCP_STATE)")
+      ->envname("UBCP_STATE")
+      ->required();
+  app.add_flag("--json", raw_json, "print the client's answer as JSON");
+  try {
+    app.parse(argc - 1, argv + 1);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  const std::filesystem::path socket = client::ControlSocketPath(state_dir);
+  auto answer = client::SendControl(socket, command);
+  if (!answer) {
+    if (answer.error().code == common::Errc::kUnavailable) {
+      std::cerr << "ubcp-client: no running client answers on " << socket.string()
+                << " (start one with --state " << state_dir.string() << ")\n";
+      return 2;
+    }
+    return Fail(answer.error());
+  }
+  const boost::json::value* ok = answer->if_contains("ok");
+  if (ok == nullptr || !ok->is_bool() || !ok->get_bool()) {
+    const boost::json::value* error = answer->if_contains("error");
+    std::cerr << "ubcp-client: " << command << " refused: "
+              << (error != nullptr && error->is_string() ? std::string(error->get_string())
+                                                         : std::string("no reason given"))
+              << "\n";
+    return 1;
+  }
+  if (raw_json) {
+    std::cout << boost::json::serialize(*answer) << "\n";
+  } else if (command == "status") {
+    std::cout << client::FormatStatus(*answer) << "\n";
+  } else if (command == "pause") {
+    std::cout << "paused: no new unit will be leased (a unit in progress is finished)\n";
+  } else if (command == "resume") {
+    std::cout << "resumed\n";
+  } else {
+    std::cout << "finishing: the client stops after the current unit\n";
+  }
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace ubcp;
+  if (argc > 1 && IsControlCommand(argv[1])) return ControlMain(argc, argv);
   if (auto s = common::InitCrypto(); !s) return Fail(s.error());
   CLI::App app{"UBCP donor client: runs signed training and evaluation work units"};
+  app.set_config("--config", "", "read options from this INI/TOML file (flags override it)");
   std::string url, coordinator_key_hex, name, account_token, log_level = "info";
   std::filesystem::path ca_file, state_dir;
   bool insecure = false, tofu = false;
@@ -77,6 +139,12 @@ int main(int argc, char** argv) {
   app.add_flag("--show-contribution", show_contribution,
                "print this host's validated contribution and exit");
   app.add_option("--log-level", log_level);
+  bool no_control = false;
+  app.add_flag("--no-control", no_control,
+               "do not open the control socket (<state>/control.sock) that `ubcp-client "
+               "status|pause|resume|finish` use");
+  app.footer(
+      "Control a running client: ubcp-client status|pause|resume|finish --state DIR [--json]");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
   auto adversary = client::ParseAdversaryMode(adversary_mode);
@@ -155,6 +223,25 @@ int main(int argc, char** argv) {
         static_cast<long long>(c->points_credits), static_cast<double>(c->points_credits) * 1e6,
         static_cast<long long>(c->period_credits), c->recent_credits_per_day);
     return 0;
+  }
+
+  // Opened only for a client that runs units; it lives until the runner has stopped.
+  client::ControlState control;
+  std::unique_ptr<client::ControlServer> control_server;
+  if (!no_control) {
+    auto server = client::ControlServer::Start(client::ControlSocketPath(state_dir), control);
+    if (server) {
+      control_server = std::move(*server);
+      options.control = &control;
+      spdlog::info("control socket {}", control_server->path().string());
+    } else if (server.error().code == common::Errc::kConflict) {
+      // Another client (or a file we must not remove) holds the socket: two clients on one
+      // state directory would share its key and registration.
+      return Fail(server.error());
+    } else {
+      // Donating goes on without headless control (e.g. a state path too long for a socket).
+      spdlog::warn("control socket disabled: {}", server.error().ToString());
+    }
   }
 
   std::optional<client::Runner> runner_storage;

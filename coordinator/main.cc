@@ -116,6 +116,7 @@ int Serve(const Paths& paths, coordinator::ServerOptions options, const fs::path
 int main(int argc, char** argv) {
   if (auto s = common::InitCrypto(); !s) return Fail(s.error());
   CLI::App app{"UBCP coordinator: hands out signed work units, aggregates donors' updates"};
+  app.set_config("--config", "", "read options from this INI/TOML file (flags override it)");
   app.require_subcommand(1);
   Paths paths;
   std::string log_level = "info";

@@ -17,15 +17,20 @@
 // completed before its ban; then the honest donors' units and the units donors leased but could
 // not complete. Then the accuracies as a table, and one line:
 //   robustness: clean=<a> attacked30_default=<b> attacked30_mean=<c>
-// (centered_clip at 0%, centered_clip at 30%, mean at 30%; nan for a run left out by --rules or
-// --shares). Figures only: it fails only when the coordinator or a donor cannot run.
+// a = the default configuration (centered_clip, default replication) with no cheater, b = the
+// same with 30% cheaters, c = the plain mean with 30% cheaters and no replication: the
+// undefended system (nan for a run left out by --rules or --shares). After the main sweep,
+// --baseline-rules (centered_clip and mean by default) are swept again without replication, so
+// that what each layer buys shows. With --no-replication the main sweep itself computes every
+// work once.
+// Figures only: it fails only when the coordinator or a donor cannot run.
 //
-// Cost with the defaults (10 donors, 5 rules x 5 shares, 2 pretrain rounds) on 2 cores: 5 to 9
-// minutes (pretraining 20 to 30 s, each fine-tune run 7 to 23 s, depending on the machine's
-// other load), plus --job-timeout (120 s) for each job that stalls; 1.5 GB of memory. Which
-// donor computes which shard, and which works are replicated, differ between runs, and so do
-// the figures: by a point or so for the clean runs, by up to 5 at 30 to 40% cheaters.
-// Run by scripts/bench (scripts/bench robustness).
+// Cost with the defaults (10 donors, 5 rules x 5 shares, then 2 rules x 5 shares without
+// replication, 2 pretrain rounds each) on 2 cores: 7 to 12 minutes (pretraining 20 to 30 s, each
+// fine-tune run 7 to 23 s, depending on the machine's other load), plus --job-timeout (120 s) for
+// each job that stalls; 1.5 GB of memory. Which donor computes which shard, and which works are
+// replicated, differ between runs, and so do the figures: by a point or so for the clean runs, by
+// up to 5 at 30 to 40% cheaters. Run by scripts/bench (scripts/bench robustness).
 
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -90,6 +95,9 @@ struct Options {
   // A clean run takes 8 to 25 s on 2 cores. A job can stall: when a poisoned model makes
   // training diverge, every donor refuses its units, which wait for their 300 s deadline.
   double job_timeout_s = 120;
+  bool replication = true;  // false: every work computed once (the robust rules alone)
+  // Swept again without replication after the main sweep: the undefended baseline.
+  std::vector<std::string> baseline_rules = {"centered_clip", "mean"};
   bool verbose = false;
 };
 
@@ -122,10 +130,12 @@ struct Donor {
 // Not movable: the server's handler and the service hold references into it.
 class BenchCoordinator {
  public:
+  // `replication`: the default ReplicationPolicy, else NoReplication().
   static Result<std::unique_ptr<BenchCoordinator>> Start(const fs::path& dir,
-                                                         const fs::path& cache_dir) {
+                                                         const fs::path& cache_dir,
+                                                         bool replication) {
     std::unique_ptr<BenchCoordinator> c(new BenchCoordinator(dir));
-    UBCP_RETURN_IF_ERROR(c->Init(cache_dir));
+    UBCP_RETURN_IF_ERROR(c->Init(cache_dir, replication));
     return c;
   }
   BenchCoordinator(const BenchCoordinator&) = delete;
@@ -180,13 +190,14 @@ class BenchCoordinator {
   explicit BenchCoordinator(fs::path dir) : dir_(std::move(dir)) {}
   static std::int64_t Now() { return coordinator::SystemClockSeconds(); }
 
-  Status Init(const fs::path& cache_dir) {
+  Status Init(const fs::path& cache_dir, bool replication) {
     UBCP_RETURN_IF_ERROR(common::InitCrypto());
     UBCP_ASSIGN_OR_RETURN(store_, coordinator::OpenSqliteStore(dir_ / "coordinator.db"));
     UBCP_ASSIGN_OR_RETURN(auto blobs, coordinator::BlobStore::Open(dir_ / "blobs"));
     blobs_.emplace(std::move(blobs));
     signing_key_.emplace(common::SigningKey::Generate());
     coordinator::CoordinatorConfig config;  // the default ReplicationPolicy
+    if (!replication) config.replication = coordinator::NoReplication();
     config.datasets.cache_dir = cache_dir;
     config.economy.bootstrap_forecast_credits = kBootstrapForecastCredits;
     service_ =
@@ -353,14 +364,15 @@ double Lookup(const AccuracyTable& table, const std::string& rule, int share) {
   return s == r->second.end() ? NAN : s->second;
 }
 
-void PrintTable(const AccuracyTable& table, const Options& o) {
+void PrintTable(const AccuracyTable& table, const std::vector<std::string>& rules,
+                const std::vector<int>& shares, const std::string& mode) {
   std::printf("final accuracy by rule (rows) and adversary share (columns), %s:\n%-13s",
-              o.mode.c_str(), "rule");
-  for (int share : o.shares) std::printf(" %7d%%", share);
+              mode.c_str(), "rule");
+  for (int share : shares) std::printf(" %7d%%", share);
   std::printf("\n");
-  for (const std::string& rule : o.rules) {
+  for (const std::string& rule : rules) {
     std::printf("%-13s", rule.c_str());
-    for (int share : o.shares) std::printf(" %8.4f", Lookup(table, rule, share));
+    for (int share : shares) std::printf(" %8.4f", Lookup(table, rule, share));
     std::printf("\n");
   }
 }
@@ -385,11 +397,18 @@ int main(int argc, char** argv) {
   auto* seed_option =
       app.add_option("--seed", seed, "seed of both jobs (default: the job files' seeds)");
   app.add_option("--jobs-dir", o.jobs_dir,
-                 "where pretrain-fmnist-cnn.json and "
-                 "finetune-digits.json are");
+                 "where pretrain-fmnist-cnn.json and the fine-tune "
+                 "job finetune-digits.json are");
   app.add_option("--cache-dir", o.cache_dir, "decoded data-set cache");
   app.add_option("--job-timeout", o.job_timeout_s, "seconds a job may run before it is cancelled")
       ->check(CLI::PositiveNumber);
+  app.add_flag("!--no-replication", o.replication,
+               "compute every work once, to see the robust rules alone (default: the default "
+               "replication policy)");
+  app.add_option("--baseline-rules", o.baseline_rules,
+                 "rules swept again without replication after the main sweep (the undefended "
+                 "baseline; empty: none)")
+      ->delimiter(',');
   app.add_flag("--verbose", o.verbose,
                "log every unit of the donors and the coordinator (default: nothing but this "
                "benchmark's own lines)");
@@ -428,70 +447,89 @@ int main(int argc, char** argv) {
 
   const fs::path dir =
       fs::temp_directory_path() / ("ubcp-bench-robustness-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
   int rc = 0;
-  {
-    auto coord = BenchCoordinator::Start(dir, o.cache_dir);
+  auto fail = [&](const std::string& what, const common::Error& e) {
+    std::fprintf(stderr, "robustness: %s: %s\n", what.c_str(), e.ToString().c_str());
+    rc = 1;
+  };
+  // One sweep: a coordinator with or without replication, fmnist-cnn pretrained on it, then the
+  // fine-tune job for every rule and share.
+  auto sweep = [&](bool replication, const std::vector<std::string>& rules,
+                   const std::vector<int>& shares) -> AccuracyTable {
+    AccuracyTable table;
+    const fs::path sweep_dir = dir / (replication ? "replicated" : "alone");
+    fs::remove_all(sweep_dir);
+    fs::create_directories(sweep_dir);
+    auto coord = BenchCoordinator::Start(sweep_dir, o.cache_dir, replication);
     if (!coord) {
-      std::fprintf(stderr, "robustness: coordinator: %s\n", coord.error().ToString().c_str());
-      fs::remove_all(dir);
-      return 1;
+      fail("coordinator", coord.error());
+      return table;
     }
-    auto fail = [&](const std::string& what, const common::Error& e) {
-      std::fprintf(stderr, "robustness: %s: %s\n", what.c_str(), e.ToString().c_str());
-      rc = 1;
-    };
-
-    std::printf("robustness: %d donors per run, cheaters: %s (scale %g), rules %zu x shares %zu\n",
-                o.donors, o.mode.c_str(), adversary.scale, o.rules.size(), o.shares.size());
+    std::printf(
+        "robustness: %d donors per run, cheaters: %s (scale %g), rules %zu x shares %zu, %s\n",
+        o.donors, o.mode.c_str(), adversary.scale, rules.size(), shares.size(),
+        replication ? "default replication policy" : "no replication (the rules alone)");
     auto pre = RunJob(**coord, *pretrain, "pretrain", o.donors, 0, adversary, o.job_timeout_s);
     if (!pre) {
       fail("pretraining", pre.error());
-    } else if (pre->state != "done") {
-      fail("pretraining", MakeError(Errc::kUnavailable, "the job ended " + pre->state));
-    } else {
-      std::printf("pretrain: %s rounds=%d accuracy=%.4f time_s=%.1f\n",
-                  pretrain->publish_as.c_str(), pretrain->rounds, pre->accuracy, pre->seconds);
-      std::printf("%-13s %5s %8s %-7s %8s %13s %6s %6s %-16s %12s %7s %7s\n", "rule", "share",
-                  "accuracy", "state", "cheaters", "cheater_units", "caught", "banned",
-                  "units_before_ban", "honest_units", "refused", "time_s");
-      std::fflush(stdout);
-      AccuracyTable table;
-      int runs = 0;
-      for (const std::string& rule : o.rules) {
-        for (int share : o.shares) {
-          common::JobSpec spec = *finetune;
-          spec.robust = rule;
-          const int cheaters = static_cast<int>(std::lround(share * o.donors / 100.0));
-          // Unique per run (a rule or share may be listed twice): it names the donors' accounts.
-          const std::string label =
-              "run" + std::to_string(++runs) + "-" + rule + "-" + std::to_string(share);
-          auto run = RunJob(**coord, spec, label, o.donors, cheaters, adversary, o.job_timeout_s);
-          if (!run) {
-            fail("run " + label, run.error());
-            continue;
-          }
-          PrintRun(rule, share, *run);
-          table[rule][share] = run->accuracy;
-        }
-      }
-      PrintTable(table, o);
-      std::printf("clean runs (0%%):");
-      for (const std::string& rule : o.rules) {
-        std::printf(" %s=%.4f", rule.c_str(), Lookup(table, rule, 0));
-      }
-      std::printf("\n");
-      if (auto problems = (*coord)->store().CheckLedger(); !problems) {
-        fail("check-ledger", problems.error());
-      } else {
-        std::printf("ledger: %zu problems\n", problems->size());
-      }
-      std::printf("robustness: clean=%.4f attacked30_default=%.4f attacked30_mean=%.4f\n",
-                  Lookup(table, "centered_clip", 0), Lookup(table, "centered_clip", 30),
-                  Lookup(table, "mean", 30));
+      return table;
     }
+    if (pre->state != "done") {
+      fail("pretraining", MakeError(Errc::kUnavailable, "the job ended " + pre->state));
+      return table;
+    }
+    std::printf("pretrain: %s rounds=%d accuracy=%.4f time_s=%.1f\n", pretrain->publish_as.c_str(),
+                pretrain->rounds, pre->accuracy, pre->seconds);
+    std::printf("%-13s %5s %8s %-7s %8s %13s %6s %6s %-16s %12s %7s %7s\n", "rule", "share",
+                "accuracy", "state", "cheaters", "cheater_units", "caught", "banned",
+                "units_before_ban", "honest_units", "refused", "time_s");
+    std::fflush(stdout);
+    int runs = 0;
+    for (const std::string& rule : rules) {
+      for (int share : shares) {
+        common::JobSpec spec = *finetune;
+        spec.robust = rule;
+        const int cheaters = static_cast<int>(std::lround(share * o.donors / 100.0));
+        // Unique per run (a rule or share may be listed twice): it names the donors' accounts.
+        const std::string label =
+            "run" + std::to_string(++runs) + "-" + rule + "-" + std::to_string(share);
+        auto run = RunJob(**coord, spec, label, o.donors, cheaters, adversary, o.job_timeout_s);
+        if (!run) {
+          fail("run " + label, run.error());
+          continue;
+        }
+        PrintRun(rule, share, *run);
+        table[rule][share] = run->accuracy;
+      }
+    }
+    PrintTable(table, rules, shares, o.mode);
+    if (auto problems = (*coord)->store().CheckLedger(); !problems) {
+      fail("check-ledger", problems.error());
+    } else {
+      std::printf("ledger: %zu problems\n", problems->size());
+    }
+    return table;
+  };
+
+  const AccuracyTable defended = sweep(o.replication, o.rules, o.shares);
+  std::printf("clean runs (0%%):");
+  for (const std::string& rule : o.rules) {
+    std::printf(" %s=%.4f", rule.c_str(), Lookup(defended, rule, 0));
   }
+  std::printf("\n");
+  // The undefended baseline: the rules alone, without replication, so that what each layer
+  // buys shows (hivemind- and DiLoCo-style systems aggregate with the plain mean and nothing
+  // else).
+  AccuracyTable alone;
+  if (o.replication && !o.baseline_rules.empty()) {
+    alone = sweep(false, o.baseline_rules, o.shares);
+  }
+  const AccuracyTable& mean_table = alone.count("mean") ? alone : defended;
+  std::printf("mean at 30%%: %.4f with the default replication, %.4f without\n",
+              Lookup(defended, "mean", 30), Lookup(alone, "mean", 30));
+  std::printf("robustness: clean=%.4f attacked30_default=%.4f attacked30_mean=%.4f\n",
+              Lookup(defended, "centered_clip", 0), Lookup(defended, "centered_clip", 30),
+              Lookup(mean_table, "mean", 30));
   fs::remove_all(dir);
   return rc;
 }

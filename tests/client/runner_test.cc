@@ -15,8 +15,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ubcp/client/coordinator_api.h"
@@ -66,6 +68,10 @@ class FakeCoordinator final : public HttpsClient {
     calls.push_back({std::string(method), std::string(target), std::string(body),
                      std::string(bearer_token), Clock::now()});
     const Call& c = calls.back();
+    if (on_call) on_call(c);
+    if (c.method == "GET" && c.target == "/v1/hosts/me/contribution" && contribution) {
+      return Answer(200, common::SerializeContribution(*contribution));
+    }
     if (c.method == "GET" && c.target == "/v1/info") {
       return Answer(200, R"({"protocol":1,"signing_key":")" + signing_key.Hex() +
                              R"(","fingerprint":")" + common::Fingerprint(signing_key) + "\"}");
@@ -114,6 +120,8 @@ class FakeCoordinator final : public HttpsClient {
   std::deque<Response> result_failures;
   std::atomic<bool>* stop = nullptr;
   std::vector<Call> calls;
+  std::function<void(const Call&)> on_call;  // runs on the caller's thread, before answering
+  std::optional<common::Contribution> contribution;  // else the route answers 404
 
  private:
   static Response Pop(std::deque<Response>& script, const Call& c) {
@@ -590,6 +598,78 @@ TEST_F(RunnerTest, StopEndsTheRunBeforeAnyRequest) {
   const RunSummary summary = RunLoop(FastOptions());
   EXPECT_TRUE(fake_.calls.empty());
   EXPECT_EQ(summary.units_done, 0);
+}
+
+// ---- headless control (control_socket.h) ----
+
+TEST_F(RunnerTest, PauseStopsLeasingUntilResumed) {
+  OfferWork(Sign(EvalManifest()));
+  ControlState control;
+  control.SetPaused(true);
+  RunnerOptions options = FastOptions();
+  options.control = &control;
+  options.pause_poll_s = 0.01;
+  RunSummary summary;
+  // The fake is touched only by the runner's thread until join.
+  std::thread loop([&] { summary = RunLoop(options); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const Clock::time_point resumed_at = Clock::now();
+  control.SetPaused(false);
+  loop.join();
+
+  const auto leases = fake_.CallsTo("POST", "/v1/work");
+  ASSERT_FALSE(leases.empty());
+  for (const auto& lease : leases) {
+    EXPECT_GE(lease.at, resumed_at) << "a paused client leased a unit";
+  }
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_FALSE(summary.finished_on_request);
+  EXPECT_EQ(control.Snapshot().units_done, 1);
+  EXPECT_FALSE(control.Snapshot().in_unit);
+}
+
+TEST_F(RunnerTest, FinishStopsAfterTheCurrentUnitAndItsProgressIsPublished) {
+  common::Manifest first = FinetuneManifest();
+  common::Manifest second = FinetuneManifest();
+  second.unit_id = 12;
+  OfferWork(Sign(first));
+  OfferWork(Sign(second));
+  common::Contribution totals;
+  totals.host_id = kHostId;
+  totals.units = 9;
+  totals.points_credits = 321;
+  fake_.contribution = totals;
+  ControlState control;
+  std::optional<ControlSnapshot> while_uploading;
+  // Finish is asked while the first unit is being reported, i.e. during the unit.
+  fake_.on_call = [&](const FakeCoordinator::Call& c) {
+    if (c.method == "POST" && c.target == "/v1/results") {
+      while_uploading = control.Snapshot();
+      control.RequestFinish();
+    }
+  };
+  RunnerOptions options = FastOptions();
+  options.control = &control;
+  RunSummary summary = RunLoop(options);
+
+  EXPECT_TRUE(summary.finished_on_request);
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/work").size(), 1u) << "no unit leased after finish";
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/results").size(), 1u) << "the current unit is reported";
+  EXPECT_EQ(fake_.work.size(), 1u);
+  ASSERT_TRUE(while_uploading);
+  EXPECT_TRUE(while_uploading->in_unit);
+  EXPECT_EQ(while_uploading->unit_id, first.unit_id);
+  EXPECT_EQ(while_uploading->kind, common::kUnitFinetune);
+  EXPECT_EQ(while_uploading->job_id, first.job_id);
+  EXPECT_EQ(while_uploading->phase, "uploading");
+  EXPECT_EQ(while_uploading->steps_total, first.params.local_steps);
+  EXPECT_EQ(while_uploading->steps_done, first.params.local_steps);
+  const ControlSnapshot after = control.Snapshot();
+  EXPECT_EQ(after.units_done, 1);
+  ASSERT_TRUE(after.contribution);
+  EXPECT_EQ(after.contribution->points_credits, 321);
+  EXPECT_EQ(after.contribution->units, 9);
 }
 
 TEST(IsRetryableTest, OnlyTransientFailuresAreRetryable) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/client/executor.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "ubcp/common/model.h"
@@ -24,7 +25,7 @@ common::Result<common::TensorList> OpenBlob(const common::BlobRef& ref, common::
 
 common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSpan model_blob,
                                        common::ByteSpan data_blob, int threads,
-                                       const Adversary& adversary) {
+                                       const Adversary& adversary, const ProgressFn& progress) {
   const auto start = std::chrono::steady_clock::now();
   UBCP_ASSIGN_OR_RETURN(common::ModelSpec spec, common::ParseModelSpec(m.model_spec));
   const common::TensorList layout = common::ModelLayout(spec);
@@ -38,6 +39,9 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
   UBCP_ASSIGN_OR_RETURN(common::TensorList data, OpenBlob(m.data, data_blob, data_limits));
   UBCP_RETURN_IF_ERROR(common::CheckDataShard(spec, data));
 
+  const std::int64_t total_steps =
+      m.kind == common::kUnitFinetune ? std::max<std::int64_t>(1, m.params.local_steps) : 1;
+  if (progress) progress(0, total_steps);
   UnitOutput out;
   if (m.kind == common::kUnitEval) {
     UBCP_ASSIGN_OR_RETURN(common::EvalOutcome eval, common::Evaluate(spec, weights, data, threads));
@@ -70,6 +74,7 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
   }
   out.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (progress) progress(total_steps, total_steps);
   return out;
 }
 

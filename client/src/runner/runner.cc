@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/client/runner.h"
 
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <sys/sysinfo.h>
 
@@ -197,7 +198,7 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
       spdlog::warn("work request failed: {}", work.error().ToString());
       return Step::kRetry;
     }
-    spdlog::error("work request refused: {}", work.error().ToString());
+    ReportError(fmt::format("work request refused: {}", work.error().ToString()));
     if (work.error().code == common::Errc::kUnauthorized ||
         work.error().code == common::Errc::kForbidden) {
       summary.fatal = work.error();
@@ -221,25 +222,33 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
       trusted_ = *refreshed;
       signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
     } else {
-      spdlog::error("key statement refused: {}", refreshed.error().ToString());
+      ReportError(fmt::format("key statement refused: {}", refreshed.error().ToString()));
     }
   }
   if (!signer_ok) {
-    spdlog::error("refusing manifest: {}", signer_ok.error().ToString());
+    ReportError(fmt::format("refusing manifest: {}", signer_ok.error().ToString()));
     return Step::kRefused;
   }
   auto manifest = common::ParseManifest(envelope.payload);
   if (!manifest) {
-    spdlog::error("refusing manifest: {}", manifest.error().ToString());
+    ReportError(fmt::format("refusing manifest: {}", manifest.error().ToString()));
     return Step::kRefused;
   }
   const common::Manifest& m = *manifest;
   if (m.host_id != host_id_) {
-    spdlog::error("refusing manifest for host {}", m.host_id);
+    ReportError(fmt::format("refusing manifest for host {}", m.host_id));
     return Step::kRefused;
   }
   spdlog::info("unit {} ({} job {} round {} attempt {})", m.unit_id, m.kind, m.job_id, m.round,
                m.attempt);
+  const std::int64_t total_steps =
+      m.kind == common::kUnitFinetune ? std::max<std::int64_t>(1, m.params.local_steps) : 1;
+  if (options_.control != nullptr) {
+    const auto per_step = seconds_per_step_.find(m.kind);
+    options_.control->BeginUnit(
+        m.unit_id, m.kind, m.job_id, m.round, total_steps,
+        per_step == seconds_per_step_.end() ? 0.0 : per_step->second * total_steps);
+  }
 
   auto model =
       WithRetry([&] { return FetchBlob(m.model); }, options_.max_backoff_s, stop, summary.retries);
@@ -247,24 +256,36 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
                                 summary.retries)
                     : common::Result<common::Bytes>(model.error());
   if (!model || !data) {
-    spdlog::error("unit {}: cannot fetch inputs: {}", m.unit_id,
-                  (!model ? model.error() : data.error()).ToString());
+    ReportError(fmt::format("unit {}: cannot fetch inputs: {}", m.unit_id,
+                            (!model ? model.error() : data.error()).ToString()));
     return Step::kRefused;
   }
   // A lazy (stale) host does no training: it answers with the update of an earlier unit.
   const KeptUpdate* stale = adversary_memory_.StaleUpdate(m.kind);
-  auto output = stale ? common::Result<UnitOutput>(
-                            UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
-                      : ExecuteUnit(m, *model, *data, options_.threads, options_.adversary);
+  ProgressFn progress;
+  if (options_.control != nullptr) {
+    options_.control->SetPhase("executing");
+    progress = [control = options_.control](std::int64_t done, std::int64_t total) {
+      control->SetProgress(done, total);
+    };
+  }
+  auto output = stale
+                    ? common::Result<UnitOutput>(
+                          UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
+                    : ExecuteUnit(m, *model, *data, options_.threads, options_.adversary, progress);
   if (!output) {
-    spdlog::error("unit {}: execution failed: {}", m.unit_id, output.error().ToString());
+    ReportError(fmt::format("unit {}: execution failed: {}", m.unit_id, output.error().ToString()));
     return Step::kRefused;
   }
   if (stale) {
     ++summary.stale_updates;
-  } else if (output->update) {
-    adversary_memory_.KeepUpdate(m.kind, *output->update, output->metrics, output->wall_seconds);
+  } else {
+    seconds_per_step_[m.kind] = output->wall_seconds / static_cast<double>(total_steps);
+    if (output->update) {
+      adversary_memory_.KeepUpdate(m.kind, *output->update, output->metrics, output->wall_seconds);
+    }
   }
+  if (options_.control != nullptr) options_.control->SetPhase("uploading");
 
   common::ResultPayload result;
   result.unit_id = m.unit_id;
@@ -280,7 +301,8 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     auto put = WithRetry([&] { return api_.PutBlob(id, update.bytes); }, options_.max_backoff_s,
                          stop, summary.retries);
     if (!put) {
-      spdlog::error("unit {}: update upload failed: {}", m.unit_id, put.error().ToString());
+      ReportError(
+          fmt::format("unit {}: update upload failed: {}", m.unit_id, put.error().ToString()));
       return Step::kRefused;
     }
     result.update = common::BlobRef{id, update.bytes.size(), update.raw_size};
@@ -299,7 +321,7 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
       spdlog::warn("unit {}: tampered result refused: {}", m.unit_id, ack.error().ToString());
       return Step::kTampered;
     }
-    spdlog::error("unit {}: result refused: {}", m.unit_id, ack.error().ToString());
+    ReportError(fmt::format("unit {}: result refused: {}", m.unit_id, ack.error().ToString()));
     return Step::kRefused;
   }
   if (ack->status == "accepted") {
@@ -327,17 +349,54 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   return Step::kDone;
 }
 
+void Runner::ReportError(const std::string& message) {
+  spdlog::error("{}", message);
+  if (options_.control != nullptr) options_.control->SetLastError(message);
+}
+
+void Runner::RefreshContribution() {
+  const auto now = std::chrono::steady_clock::now();
+  if (contribution_at_ &&
+      now - *contribution_at_ < std::chrono::duration<double>(options_.contribution_refresh_s)) {
+    return;
+  }
+  contribution_at_ = now;  // a failure waits for the next interval too: totals are not urgent
+  auto contribution = api_.GetContribution();
+  if (!contribution) {
+    spdlog::debug("contribution not refreshed: {}", contribution.error().ToString());
+    return;
+  }
+  options_.control->SetContribution(*contribution);
+}
+
 RunSummary Runner::Run(const std::atomic<bool>& stop) {
   RunSummary summary;
   Backoff backoff(options_.max_backoff_s);
   std::mt19937_64 rng(std::random_device{}());
   int idle = 0;
+  ControlState* const control = options_.control;
   while (!stop) {
     if (options_.max_units > 0 &&
         summary.units_done + summary.units_tampered >= options_.max_units) {
       break;
     }
-    switch (RunOne(summary, stop)) {
+    if (control != nullptr) {
+      RefreshContribution();
+      // Both flags are looked at only here, between units: a unit in progress is always
+      // finished and reported, so its lease is never abandoned.
+      if (control->finish_requested()) {
+        spdlog::info("finish requested: stopping after {} units", summary.units_done);
+        summary.finished_on_request = true;
+        break;
+      }
+      if (control->paused()) {
+        SleepFor(options_.pause_poll_s, stop);
+        continue;
+      }
+    }
+    const Step step = RunOne(summary, stop);
+    if (control != nullptr) control->EndUnit(step == Step::kDone);
+    switch (step) {
       case Step::kDone:
         ++summary.units_done;
         idle = 0;

@@ -5,6 +5,8 @@
 // decompressed, and their contents are checked against the manifest's model spec before they
 // reach libtorch.
 
+#include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "ubcp/client/adversary.h"
@@ -22,9 +24,16 @@ struct UnitOutput {
   double wall_seconds = 0;
 };
 
+// Progress of one unit: `done` of `total` steps (optimizer steps of a finetune unit, one step
+// for an eval unit). Called on the executing thread; must not throw.
+using ProgressFn = std::function<void(std::int64_t done, std::int64_t total)>;
+
 // `adversary` (adversary.h) replaces a finetune update before it is encoded; honest by default.
+// `progress`, when set, hears (0, total) once the inputs are verified and (total, total) when
+// the work is done: the training and evaluation loops (common/model.h) offer no per-step hook.
 common::Result<UnitOutput> ExecuteUnit(const common::Manifest& manifest,
                                        common::ByteSpan model_blob, common::ByteSpan data_blob,
-                                       int threads, const Adversary& adversary = {});
+                                       int threads, const Adversary& adversary = {},
+                                       const ProgressFn& progress = {});
 
 }  // namespace ubcp::client

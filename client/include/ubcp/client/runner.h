@@ -7,13 +7,16 @@
 // signed envelope, so the coordinator counts it once.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "ubcp/client/adversary.h"
 #include "ubcp/client/benchmark.h"
+#include "ubcp/client/control_socket.h"
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/common/crypto.h"
@@ -54,6 +57,12 @@ struct RunnerOptions {
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never
   double max_backoff_s = 30.0;
   Adversary adversary;  // robustness experiments only (adversary.h); honest by default
+  // Headless control (control_socket.h); not owned, must outlive Run; nullptr = none. With it,
+  // the loop leases nothing while paused, stops before the next lease once finish is asked,
+  // publishes the current unit and its progress, and refreshes the contribution totals.
+  ControlState* control = nullptr;
+  double pause_poll_s = 0.2;              // how often a paused loop looks at the flags
+  double contribution_refresh_s = 300.0;  // how often the contribution totals are refreshed
 };
 
 struct RunSummary {
@@ -74,6 +83,8 @@ struct RunSummary {
   // Set when the coordinator no longer accepts this host (401/403 on a work request, e.g. a
   // revoked token): the loop stops instead of polling forever.
   std::optional<common::Error> fatal;
+  // The loop stopped because `finish` was asked through the control socket.
+  bool finished_on_request = false;
 };
 
 class Runner {
@@ -93,6 +104,10 @@ class Runner {
   enum class Step { kDone, kTampered, kNoWork, kRetry, kRefused, kFatal };
   Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
   common::Result<common::Bytes> FetchBlob(const common::BlobRef& ref);
+  // Logs a unit's failure and publishes it as the control state's last error.
+  void ReportError(const std::string& message);
+  // Asks for the contribution totals when the last answer is older than the refresh interval.
+  void RefreshContribution();
 
   CoordinatorApi& api_;
   const HostState& state_;
@@ -102,6 +117,9 @@ class Runner {
   std::int64_t host_id_;
   RunnerOptions options_;
   AdversaryMemory adversary_memory_;  // kept across runs; empty for an honest host
+  // Execution seconds per step of the last unit of each kind: the next unit's prediction.
+  std::map<std::string, double> seconds_per_step_;
+  std::optional<std::chrono::steady_clock::time_point> contribution_at_;
 };
 
 }  // namespace ubcp::client
