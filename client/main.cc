@@ -11,13 +11,17 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "ubcp/client/benchmark.h"
 #include "ubcp/client/control_socket.h"
 #include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/donor_settings.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
 #include "ubcp/client/runner.h"
@@ -35,6 +39,42 @@ int Fail(const ubcp::common::Error& e) {
 bool IsControlCommand(std::string_view arg) {
   return arg == "status" || arg == "pause" || arg == "resume" || arg == "finish";
 }
+
+// The donor settings given as flags (or in the --config file), kept as text and handed to
+// LoadDonorSettings, which checks them and lets them override the settings file.
+class DonorFlags {
+ public:
+  void AddOption(CLI::App& app, const std::string& name, const std::string& help) {
+    options_.push_back({name, app.add_option("--" + name, values_[name], help)});
+  }
+  void AddFlag(CLI::App& app, const std::string& name, const std::string& help) {
+    options_.push_back({name, app.add_flag("--" + name, flags_[name], help)});
+  }
+  // The words given, e.g. {"--max-cores=2", "--run-on-battery=true"}.
+  std::vector<std::string> Words() const {
+    std::vector<std::string> words;
+    for (const auto& [name, option] : options_) {
+      if (option->count() == 0) continue;
+      if (auto flag = flags_.find(name); flag != flags_.end()) {
+        words.push_back("--" + name + (flag->second ? "=true" : "=false"));
+      } else {
+        words.push_back("--" + name + "=" + values_.at(name));
+      }
+    }
+    return words;
+  }
+  bool Given(const std::string& name) const {
+    for (const auto& [n, option] : options_) {
+      if (n == name) return option->count() > 0;
+    }
+    return false;
+  }
+
+ private:
+  std::vector<std::pair<std::string, CLI::Option*>> options_;
+  std::map<std::string, std::string> values_;
+  std::map<std::string, bool> flags_;
+};
 
 // `ubcp-client status|pause|resume|finish [--state DIR]`: one request to the running client's
 // control socket. Exit 0 ok, 1 error, 2 no client running.
@@ -126,7 +166,27 @@ int main(int argc, char** argv) {
   app.add_option("--adversary-scale", options.adversary.scale, "factor for the adversary")
       ->check(CLI::PositiveNumber);
   app.add_option("--units", options.max_units, "stop after this many units (0: run forever)");
-  app.add_option("--threads", options.threads, "torch threads per unit")->check(CLI::Range(1, 256));
+  CLI::Option* threads_option =
+      app.add_option("--threads", options.threads, "same as --max-cores (kept for old scripts)")
+          ->check(CLI::Range(1, 256));
+  std::filesystem::path settings_file;
+  app.add_option("--settings", settings_file,
+                 "donor settings file, re-read while the client runs (default: "
+                 "<state>/settings.conf when it exists; see docs/DONOR.md)");
+  DonorFlags donor;
+  donor.AddOption(app, "max-cores", "most cores work may use (default: all)");
+  donor.AddOption(app, "cpu-share", "percent of the cores work may use (1..100, default 100)");
+  donor.AddOption(app, "memory-limit-mb",
+                  "MiB work may use (0: no limit); shown in status, not enforced yet");
+  donor.AddFlag(app, "run-when-idle", "work only while the user is idle");
+  donor.AddOption(app, "idle-minutes", "minutes without user activity (default 5)");
+  donor.AddFlag(app, "run-on-battery", "also work on battery power");
+  donor.AddOption(app, "time-windows", "e.g. \"Mon-Fri 18:00-08:00, Sat-Sun 00:00-24:00\"");
+  donor.AddOption(app, "daily-download-mb", "MiB per local day (0: no limit)");
+  donor.AddOption(app, "daily-upload-mb", "MiB per local day (0: no limit)");
+  app.add_option("--policy-poll", options.policy_poll_s,
+                 "seconds between looks at the settings and the machine while not allowed to work")
+      ->check(CLI::PositiveNumber);
   app.add_option("--idle-exit", options.max_idle_polls,
                  "exit after this many empty work polls in a row (0: never)");
   app.add_option("--poll", options.idle_poll_s, "seconds between polls when there is no work");
@@ -170,6 +230,31 @@ int main(int argc, char** argv) {
 
   auto state = client::HostState::Open(state_dir);
   if (!state) return Fail(state.error());
+
+  // The donor's limits: checked now (a donor starts with good settings), re-read before each
+  // lease. Flags win over the file and do not change while running.
+  if (settings_file.empty() && std::filesystem::exists(state_dir / "settings.conf")) {
+    settings_file = state_dir / "settings.conf";
+  }
+  std::vector<std::string> donor_words = donor.Words();
+  donor_words.push_back("--coordinator=" + url);
+  if (threads_option->count() > 0 && !donor.Given("max-cores")) {
+    donor_words.push_back("--max-cores=" + std::to_string(options.threads));
+  }
+  const unsigned hardware_threads = std::max(1u, std::thread::hardware_concurrency());
+  std::optional<client::SettingsWatcher> settings;
+  if (settings_file.empty()) {
+    // Flags only: nothing to watch.
+    auto fixed = client::LoadDonorSettings({}, donor_words, hardware_threads);
+    if (!fixed) return Fail(fixed.error());
+    options.fixed_settings = std::move(*fixed);
+  } else {
+    auto watcher = client::SettingsWatcher::Open(settings_file, donor_words, hardware_threads);
+    if (!watcher) return Fail(watcher.error());
+    settings.emplace(std::move(*watcher));
+    options.settings = &*settings;
+    spdlog::info("donor settings {} (re-read while running)", settings_file.string());
+  }
   auto key = state->LoadOrCreateKey();
   if (!key) return Fail(key.error());
   spdlog::info("host key {}", common::Fingerprint(key->public_key()));

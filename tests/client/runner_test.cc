@@ -19,11 +19,15 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/donor_settings.h"
+#include "ubcp/client/executor.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
+#include "ubcp/client/transfer_usage.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/common/model.h"
 #include "ubcp/common/tensor_codec.h"
@@ -670,6 +674,175 @@ TEST_F(RunnerTest, FinishStopsAfterTheCurrentUnitAndItsProgressIsPublished) {
   ASSERT_TRUE(after.contribution);
   EXPECT_EQ(after.contribution->points_credits, 321);
   EXPECT_EQ(after.contribution->units, 9);
+}
+
+TEST_F(RunnerTest, ExecutionReportsEveryStepAndEvalBatch) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> heard;
+  const ProgressFn progress = [&heard](std::int64_t done, std::int64_t total) {
+    heard.emplace_back(done, total);
+  };
+  common::Manifest finetune = FinetuneManifest();
+  finetune.params.local_steps = 3;
+  auto trained = ExecuteUnit(finetune, model_.bytes, data_.bytes, 1, {}, progress);
+  ASSERT_TRUE(trained) << trained.error().ToString();
+  const std::vector<std::pair<std::int64_t, std::int64_t>> steps = {
+      {0, 3}, {1, 3}, {2, 3}, {3, 3}, {3, 3}};
+  EXPECT_EQ(heard, steps);
+
+  heard.clear();
+  auto evaluated = ExecuteUnit(EvalManifest(), model_.bytes, data_.bytes, 1, {}, progress);
+  ASSERT_TRUE(evaluated) << evaluated.error().ToString();
+  // kRows samples fit one evaluation batch.
+  const std::vector<std::pair<std::int64_t, std::int64_t>> batches = {{0, 1}, {1, 1}, {1, 1}};
+  EXPECT_EQ(heard, batches);
+}
+
+// ---- donor settings and the run policy (donor_settings.h, run_policy.h) ----
+
+// Replaces `file` at once, so the watcher never reads half a file.
+void WriteAtomically(const fs::path& file, const std::string& text) {
+  const fs::path tmp = file.string() + ".tmp";
+  std::ofstream(tmp, std::ios::binary | std::ios::trunc) << text;
+  fs::rename(tmp, file);
+}
+
+// Waits up to 20 s for `done`, polling.
+bool WaitFor(const std::function<bool()>& done) {
+  const auto until = Clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (Clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class RunPolicyLoopTest : public RunnerTest {
+ protected:
+  // Wednesday 2024-05-01 12:00 UTC, a fixed wall clock.
+  static std::chrono::system_clock::time_point Noon() {
+    return std::chrono::sys_days{std::chrono::year{2024} / 5 / 1} + std::chrono::hours(12);
+  }
+  static constexpr char kDay[] = "2024-05-01";
+
+  SettingsWatcher OpenSettings(const std::string& text) {
+    settings_file_ = dir_ / "settings.conf";
+    WriteAtomically(settings_file_, text);
+    auto watcher =
+        SettingsWatcher::Open(settings_file_, {"--coordinator", "https://ubcp.test:8443"}, 8);
+    EXPECT_TRUE(watcher) << watcher.error().ToString();
+    return std::move(*watcher);
+  }
+
+  // A machine with 4 CPUs, 2 GiB available and `on_battery`, at the fixed clock.
+  RunnerOptions PolicyOptions(SettingsWatcher& settings, ControlState& control,
+                              bool on_battery) const {
+    RunnerOptions options = FastOptions();
+    options.settings = &settings;
+    options.control = &control;
+    options.policy_poll_s = 0.01;
+    options.clock = [] { return Noon(); };
+    options.probe = [on_battery](std::chrono::system_clock::time_point) {
+      SystemState state;
+      state.on_battery = on_battery;
+      state.cpu_count = 4;
+      state.memory_available_mb = 2048;
+      return common::Result<SystemState>(state);
+    };
+    return options;
+  }
+
+  fs::path settings_file_;
+};
+
+TEST_F(RunPolicyLoopTest, OnBatteryNothingIsLeasedUntilTheChangedFileAllowsIt) {
+  OfferWork(Sign(FinetuneManifest()));
+  SettingsWatcher settings = OpenSettings("[donor]\nmax-cores = 3\n");
+  ControlState control;
+  std::optional<ControlSnapshot> while_uploading;
+  fake_.on_call = [&](const FakeCoordinator::Call& c) {
+    if (c.method == "POST" && c.target == "/v1/results") while_uploading = control.Snapshot();
+  };
+  RunSummary summary;
+  // The fake is touched only by the runner's thread until join.
+  std::thread loop([&] { summary = RunLoop(PolicyOptions(settings, control, true)); });
+  const bool waited = WaitFor([&] { return control.Snapshot().waiting == "on battery"; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // many polls of the policy
+  const boost::json::object status = HandleControlLine("status", control);
+  const Clock::time_point allowed_at = Clock::now();
+  WriteAtomically(settings_file_, "[donor]\nmax-cores = 3\nrun-on-battery = true\n");
+  loop.join();
+
+  ASSERT_TRUE(waited) << "the loop never published why it waits";
+  EXPECT_EQ(status.at("state").as_string(), "waiting");
+  const std::string text = FormatStatus(status);
+  EXPECT_NE(text.find("waiting: on battery"), std::string::npos) << text;
+  EXPECT_NE(text.find("allowed: 3 threads, 2048 MiB memory"), std::string::npos) << text;
+  const auto leases = fake_.CallsTo("POST", "/v1/work");
+  ASSERT_FALSE(leases.empty());
+  for (const auto& lease : leases) {
+    EXPECT_GE(lease.at, allowed_at) << "a unit was leased on battery";
+  }
+  EXPECT_EQ(summary.units_done, 1);
+  ASSERT_TRUE(while_uploading);
+  EXPECT_EQ(while_uploading->allowed_threads, 3);  // min(max-cores 3, 100% of 4 CPUs)
+  EXPECT_EQ(while_uploading->allowed_memory_mb, 2048u);
+  EXPECT_TRUE(while_uploading->waiting.empty());
+  EXPECT_EQ(control.Snapshot().units_done, 1);
+}
+
+TEST_F(RunPolicyLoopTest, TransfersAreCountedAndTheDailyLimitStopsLeasing) {
+  const std::uint64_t mib = 1 << 20;
+  const std::uint64_t unit_download = model_.bytes.size() + data_.bytes.size();
+  ASSERT_LT(unit_download, mib);
+  // One unit's download crosses the 1 MiB limit.
+  const TransferUsage before{kDay, mib - unit_download / 2, 5};
+  ASSERT_TRUE(SaveTransferUsage(dir_ / kTransferUsageFile, before));
+  common::Manifest second = FinetuneManifest();
+  second.unit_id = 12;
+  OfferWork(Sign(FinetuneManifest()));
+  OfferWork(Sign(second));
+  SettingsWatcher settings = OpenSettings("daily-download-mb = 1\ncpu-share = 50\n");
+  ControlState control;
+  RunSummary summary;
+  std::thread loop([&] { summary = RunLoop(PolicyOptions(settings, control, false)); });
+  const bool stopped_leasing = WaitFor([&] {
+    const ControlSnapshot s = control.Snapshot();
+    return s.units_done == 1 && !s.waiting.empty();
+  });
+  stop_ = true;
+  loop.join();
+
+  ASSERT_TRUE(stopped_leasing);
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(fake_.CallsTo("POST", "/v1/work").size(), 1u) << "leased beyond the daily limit";
+  EXPECT_EQ(fake_.work.size(), 1u);
+  const ControlSnapshot after = control.Snapshot();
+  EXPECT_EQ(after.waiting.rfind("daily download limit reached", 0), 0u) << after.waiting;
+  EXPECT_EQ(after.allowed_threads, 2);  // 50% of 4 CPUs
+
+  const auto puts = fake_.CallsTo("PUT", "/v1/blobs/");
+  const auto results = fake_.CallsTo("POST", "/v1/results");
+  ASSERT_EQ(puts.size(), 1u);
+  ASSERT_EQ(results.size(), 1u);
+  auto usage = LoadTransferUsage(dir_ / kTransferUsageFile);
+  ASSERT_TRUE(usage) << usage.error().ToString();
+  EXPECT_EQ(usage->day, kDay);
+  EXPECT_EQ(usage->downloaded_bytes, before.downloaded_bytes + unit_download);
+  EXPECT_EQ(usage->uploaded_bytes,
+            before.uploaded_bytes + puts[0].body.size() + results[0].body.size());
+}
+
+TEST_F(RunPolicyLoopTest, ABadSettingsFileKeepsThePreviousSettings) {
+  OfferWork(Sign(EvalManifest()));
+  SettingsWatcher settings = OpenSettings("max-cores = 2\n");
+  WriteAtomically(settings_file_, "max-cores = 0\n");  // out of range
+  ControlState control;
+  const RunSummary summary = RunLoop(PolicyOptions(settings, control, false));
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_EQ(settings.current().max_cores, 2u);
+  const ControlSnapshot after = control.Snapshot();
+  EXPECT_EQ(after.allowed_threads, 2);
+  EXPECT_NE(after.last_error.find("max-cores"), std::string::npos) << after.last_error;
 }
 
 TEST(IsRetryableTest, OnlyTransientFailuresAreRetryable) {

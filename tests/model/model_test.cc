@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ubcp::common {
@@ -199,6 +200,52 @@ TEST(ModelTrainTest, ReducesLossAndIsDeterministic) {
   auto c = TrainShard(spec, weights, data, p);
   ASSERT_TRUE(c);
   EXPECT_NE(a->delta[0].f32, c->delta[0].f32);
+}
+
+TEST(ModelTrainTest, ProgressHearsEveryStepWithoutChangingTheResult) {
+  ModelSpec spec = Spec("mlp-i4-h16-o3");
+  TensorList weights = InitModel(spec, 1);
+  TensorList data = BlobData(200, 5);
+  TrainParams p;
+  p.local_steps = 7;
+  p.seed = 3;
+  p.threads = 1;
+  auto silent = TrainShard(spec, weights, data, p);
+  ASSERT_TRUE(silent) << silent.error().ToString();
+
+  std::vector<std::pair<int, int>> heard;
+  p.progress = [&heard](int done, int total) { heard.emplace_back(done, total); };
+  auto reported = TrainShard(spec, weights, data, p);
+  ASSERT_TRUE(reported) << reported.error().ToString();
+  ASSERT_EQ(heard.size(), static_cast<std::size_t>(p.local_steps));
+  for (int i = 0; i < p.local_steps; ++i) {
+    EXPECT_EQ(heard[i], std::make_pair(i + 1, p.local_steps));
+  }
+  for (std::size_t i = 0; i < silent->delta.size(); ++i) {
+    EXPECT_EQ(silent->delta[i].f32, reported->delta[i].f32);
+  }
+  EXPECT_EQ(silent->last_loss, reported->last_loss);
+}
+
+TEST(ModelEvalTest, ProgressHearsEveryBatch) {
+  ModelSpec spec = Spec("mlp-i4-h16-o3");
+  TensorList weights = InitModel(spec, 1);
+  const int rows = 2500;  // more than two evaluation batches
+  TensorList data = BlobData(rows, 5);
+  const int batches = EvalBatches(rows);
+  ASSERT_GT(batches, 2);
+  EXPECT_EQ(EvalBatches(0), 0);
+  std::vector<std::pair<int, int>> heard;
+  auto reported = Evaluate(spec, weights, data, 1,
+                           [&heard](int done, int total) { heard.emplace_back(done, total); });
+  ASSERT_TRUE(reported) << reported.error().ToString();
+  ASSERT_EQ(heard.size(), static_cast<std::size_t>(batches));
+  for (int i = 0; i < batches; ++i) EXPECT_EQ(heard[i], std::make_pair(i + 1, batches));
+  auto silent = Evaluate(spec, weights, data, 1);
+  ASSERT_TRUE(silent);
+  EXPECT_EQ(silent->loss, reported->loss);
+  EXPECT_EQ(silent->accuracy, reported->accuracy);
+  EXPECT_EQ(reported->samples, rows);
 }
 
 TEST(ModelTrainTest, TrainedModelEvaluatesBetterThanUntrained) {

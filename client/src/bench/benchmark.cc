@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/client/benchmark.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -92,13 +93,18 @@ double TrainSamplesPerSecond(const std::string& spec_string, double budget) {
 
 }  // namespace
 
-BenchmarkReport RunBenchmark(double seconds) {
+BenchmarkReport RunBenchmark(double seconds, std::string_view nvml_library) {
   BenchmarkReport report;
   report.torch_version = common::TorchVersion();
+  // CudaDeviceCount catches libtorch's exceptions itself: the GPU status is known even when the
+  // measurements below fail.
+  const int cuda_devices = common::CudaDeviceCount();
+  report.gpu = SummarizeGpus(ProbeNvml(nvml_library), cuda_devices, LibtorchLinksCuda());
+  spdlog::info("benchmark: GPUs {}", report.gpu.status);
   const double total = std::clamp(std::isfinite(seconds) ? seconds : 2.0, 0.3, 600.0);
   try {
     report.cpu_threads = torch::get_num_threads();
-    report.cuda_devices = common::CudaDeviceCount();
+    report.cuda_devices = cuda_devices;
     const double share = report.cuda_devices > 0 ? 0.25 : 1.0 / 3.0;
     report.matmul_gflops = MatmulGflops(torch::Device(torch::kCPU), kCpuMatmulSide, share * total);
     for (const char* model : kBenchModels) {

@@ -144,7 +144,13 @@ std::string_view Trim(std::string_view s) {
 
 json::object StatusAnswer(const ControlSnapshot& s) {
   json::object out{{"ok", true}, {"command", "status"}};
-  out["state"] = s.finish_requested ? "finishing" : s.paused ? "paused" : "running";
+  out["state"] = s.finish_requested   ? "finishing"
+                 : s.paused           ? "paused"
+                 : !s.waiting.empty() ? "waiting"
+                                      : "running";
+  out["waiting"] = s.waiting;
+  out["allowed_threads"] = s.allowed_threads;
+  out["allowed_memory_mb"] = s.allowed_memory_mb;
   out["paused"] = s.paused;
   out["finish_requested"] = s.finish_requested;
   out["units_done"] = s.units_done;
@@ -246,6 +252,17 @@ void ControlState::BeginUnit(std::int64_t unit_id, std::string kind, std::int64_
 void ControlState::SetPhase(std::string phase) {
   std::lock_guard lock(mu_);
   s_.phase = std::move(phase);
+}
+
+void ControlState::SetWaiting(std::string reason) {
+  std::lock_guard lock(mu_);
+  s_.waiting = std::move(reason);
+}
+
+void ControlState::SetAllowance(int threads, std::uint64_t memory_mb) {
+  std::lock_guard lock(mu_);
+  s_.allowed_threads = threads;
+  s_.allowed_memory_mb = memory_mb;
 }
 
 void ControlState::SetProgress(std::int64_t steps_done, std::int64_t steps_total) {
@@ -530,11 +547,19 @@ std::string FormatStatus(const json::object& st) {
     const json::value* eta = u.if_contains("eta_s");
     out += ", ETA ";
     out += eta != nullptr && eta->is_number() ? FormatDuration(NumberOr(u, "eta_s", 0)) : "unknown";
+  } else if (const std::string waiting = StringOr(st, "waiting"); !waiting.empty()) {
+    out += waiting;
   } else {
     out += "no unit in progress";
   }
   out += "\nunits done this run: " +
          std::to_string(static_cast<long long>(NumberOr(st, "units_done", 0)));
+  if (const auto threads = static_cast<long long>(NumberOr(st, "allowed_threads", 0));
+      threads > 0) {
+    out += "\nallowed: " + std::to_string(threads) + " threads, " +
+           std::to_string(static_cast<long long>(NumberOr(st, "allowed_memory_mb", 0))) +
+           " MiB memory";
+  }
   const json::value* contribution = st.if_contains("contribution");
   if (contribution != nullptr && contribution->is_object()) {
     const json::object& c = contribution->get_object();

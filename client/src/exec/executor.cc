@@ -39,12 +39,18 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
   UBCP_ASSIGN_OR_RETURN(common::TensorList data, OpenBlob(m.data, data_blob, data_limits));
   UBCP_RETURN_IF_ERROR(common::CheckDataShard(spec, data));
 
+  // CheckDataShard has made sure "y" exists.
   const std::int64_t total_steps =
-      m.kind == common::kUnitFinetune ? std::max<std::int64_t>(1, m.params.local_steps) : 1;
+      m.kind == common::kUnitFinetune
+          ? std::max<std::int64_t>(1, m.params.local_steps)
+          : std::max<std::int64_t>(1, common::EvalBatches(common::FindTensor(data, "y")->shape[0]));
   if (progress) progress(0, total_steps);
+  common::LoopProgress loop_progress;
+  if (progress) loop_progress = [&progress](int done, int total) { progress(done, total); };
   UnitOutput out;
   if (m.kind == common::kUnitEval) {
-    UBCP_ASSIGN_OR_RETURN(common::EvalOutcome eval, common::Evaluate(spec, weights, data, threads));
+    UBCP_ASSIGN_OR_RETURN(common::EvalOutcome eval,
+                          common::Evaluate(spec, weights, data, threads, loop_progress));
     out.metrics.loss = eval.loss;
     out.metrics.accuracy = eval.accuracy;
     out.metrics.samples = eval.samples;
@@ -59,6 +65,7 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
         m.params.optimizer == "adam" ? common::Optimizer::kAdam : common::Optimizer::kSgd;
     params.seed = m.params.seed;
     params.threads = threads;
+    params.progress = loop_progress;
     UBCP_ASSIGN_OR_RETURN(common::FloatEncoding encoding,
                           common::ParseFloatEncoding(m.update_encoding));
     UBCP_RETURN_IF_ERROR(PoisonLabels(adversary, spec.classes, data));

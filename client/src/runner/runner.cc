@@ -149,7 +149,8 @@ Runner::Runner(CoordinatorApi& api, const HostState& state, const common::Signin
       key_(key),
       host_id_(host_id),
       options_(std::move(options)),
-      adversary_memory_(options_.adversary) {
+      adversary_memory_(options_.adversary),
+      unit_threads_(options_.threads) {
   trusted_.online = coordinator_key;
   trusted_.expires_at = std::numeric_limits<std::int64_t>::max();
 }
@@ -163,7 +164,8 @@ Runner::Runner(CoordinatorApi& api, const HostState& state, const common::Signin
       rooted_(true),
       host_id_(host_id),
       options_(std::move(options)),
-      adversary_memory_(options_.adversary) {}
+      adversary_memory_(options_.adversary),
+      unit_threads_(options_.threads) {}
 
 common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, const HostState& state,
                                                        const common::PublicKey& root,
@@ -185,6 +187,7 @@ common::Result<common::Bytes> Runner::FetchBlob(const common::BlobRef& ref) {
     return std::move(*cached);
   }
   UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, api_.GetBlob(ref));  // size and hash checked
+  CountTransfer(bytes.size(), 0);
   state_.CacheBlob(ref.id, bytes);
   return bytes;
 }
@@ -239,8 +242,8 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     ReportError(fmt::format("refusing manifest for host {}", m.host_id));
     return Step::kRefused;
   }
-  spdlog::info("unit {} ({} job {} round {} attempt {})", m.unit_id, m.kind, m.job_id, m.round,
-               m.attempt);
+  spdlog::info("unit {} ({} job {} round {} attempt {}) with {} threads", m.unit_id, m.kind,
+               m.job_id, m.round, m.attempt, unit_threads_);
   const std::int64_t total_steps =
       m.kind == common::kUnitFinetune ? std::max<std::int64_t>(1, m.params.local_steps) : 1;
   if (options_.control != nullptr) {
@@ -269,10 +272,9 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
       control->SetProgress(done, total);
     };
   }
-  auto output = stale
-                    ? common::Result<UnitOutput>(
-                          UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
-                    : ExecuteUnit(m, *model, *data, options_.threads, options_.adversary, progress);
+  auto output = stale ? common::Result<UnitOutput>(
+                            UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
+                      : ExecuteUnit(m, *model, *data, unit_threads_, options_.adversary, progress);
   if (!output) {
     ReportError(fmt::format("unit {}: execution failed: {}", m.unit_id, output.error().ToString()));
     return Step::kRefused;
@@ -305,6 +307,7 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
           fmt::format("unit {}: update upload failed: {}", m.unit_id, put.error().ToString()));
       return Step::kRefused;
     }
+    CountTransfer(0, update.bytes.size());
     result.update = common::BlobRef{id, update.bytes.size(), update.raw_size};
   }
   // Signed once; every retry sends these exact bytes, so the coordinator sees a duplicate, not
@@ -314,6 +317,10 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   ++summary.results_submitted;
   auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s, stop,
                        summary.retries);
+  // An answer, even a refusal, means the coordinator received the envelope.
+  if (ack || !IsRetryable(ack.error())) {
+    CountTransfer(0, common::SerializeEnvelope(signed_result).size());
+  }
   if (!ack) {
     const bool refused = IsRefusal(ack.error());
     if (refused) ++summary.results_rejected;
@@ -369,6 +376,77 @@ void Runner::RefreshContribution() {
   options_.control->SetContribution(*contribution);
 }
 
+Clock::time_point Runner::WallNow() const {
+  return options_.clock ? options_.clock() : Clock::now();
+}
+
+common::Result<SystemState> Runner::Probe(Clock::time_point now) {
+  if (options_.probe) return options_.probe(now);
+  if (!system_probe_) {
+    // logind is asked only where loginctl exists; the other idle methods need no command.
+    system_probe_ = std::make_unique<SystemProbe>(
+        "/",
+        CommandInPath("loginctl") ? SpawnCommandRunner(std::chrono::seconds(2)) : CommandRunner{});
+  }
+  UBCP_ASSIGN_OR_RETURN(SystemProbe::Sample sample, system_probe_->Take(now));
+  return sample.state;
+}
+
+TransferUsage& Runner::Usage() {
+  if (!usage_) {
+    auto loaded = LoadTransferUsage(state_.dir() / kTransferUsageFile);
+    if (loaded) {
+      usage_ = std::move(*loaded);
+    } else {
+      spdlog::warn("transfer counters unreadable, counting today from zero: {}",
+                   loaded.error().ToString());
+      usage_.emplace();
+    }
+  }
+  return *usage_;
+}
+
+void Runner::CountTransfer(std::uint64_t downloaded, std::uint64_t uploaded) {
+  if (downloaded == 0 && uploaded == 0) return;
+  const Clock::time_point now = WallNow();
+  const std::string day = LocalDay(now, utc_offset_ ? *utc_offset_ : LocalUtcOffset(now));
+  usage_ = AddTransfer(Usage(), day, downloaded, uploaded);
+  auto saved = SaveTransferUsage(state_.dir() / kTransferUsageFile, *usage_);
+  if (!saved && !usage_save_failed_) {
+    spdlog::warn("transfer counters not saved: {}", saved.error().ToString());
+  }
+  usage_save_failed_ = !saved;
+}
+
+RunDecision Runner::DecideNow() {
+  if (options_.settings != nullptr) {
+    auto changed = options_.settings->Poll();
+    if (!changed) {
+      // The watcher reports one bad content once; the previous settings stay in force.
+      ReportError(fmt::format("donor settings not reloaded, the previous ones stay: {}",
+                              changed.error().ToString()));
+    } else if (*changed) {
+      spdlog::info("donor settings reloaded");
+    }
+  }
+  const DonorSettings& settings =
+      options_.settings != nullptr ? options_.settings->current() : *options_.fixed_settings;
+  const Clock::time_point now = WallNow();
+  auto state = Probe(now);
+  if (!state) {
+    if (!probe_failed_) spdlog::error("cannot probe the machine: {}", state.error().ToString());
+    probe_failed_ = true;
+    RunDecision d;
+    d.reason = "cannot probe the machine: " + state.error().message;
+    return d;
+  }
+  probe_failed_ = false;
+  utc_offset_ = state->utc_offset;
+  RunDecision d = Decide(settings, *state, now, Usage());
+  spdlog::debug("run policy: {} ({} threads, {} MiB memory)", d.reason, d.threads, d.memory_mb);
+  return d;
+}
+
 RunSummary Runner::Run(const std::atomic<bool>& stop) {
   RunSummary summary;
   Backoff backoff(options_.max_backoff_s);
@@ -393,6 +471,26 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
         SleepFor(options_.pause_poll_s, stop);
         continue;
       }
+    }
+    if (options_.settings != nullptr || options_.fixed_settings) {
+      const RunDecision decision = DecideNow();
+      if (control != nullptr) control->SetAllowance(decision.threads, decision.memory_mb);
+      if (!decision.run) {
+        if (decision.reason != waiting_) spdlog::info("waiting: {}", decision.reason);
+        waiting_ = decision.reason;
+        if (control != nullptr) control->SetWaiting(waiting_);
+        SleepFor(options_.policy_poll_s, stop);
+        continue;
+      }
+      const int threads = static_cast<int>(decision.threads);
+      if (!allowed_logged_ || !waiting_.empty() || threads != unit_threads_) {
+        // Memory is reported, not enforced: that needs a separate worker process.
+        spdlog::info("may work: {} threads, {} MiB memory", threads, decision.memory_mb);
+        allowed_logged_ = true;
+      }
+      waiting_.clear();
+      if (control != nullptr) control->SetWaiting({});
+      unit_threads_ = threads;
     }
     const Step step = RunOne(summary, stop);
     if (control != nullptr) control->EndUnit(step == Step::kDone);

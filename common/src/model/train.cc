@@ -238,6 +238,7 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
     const double value = loss.item<double>();
     if (step == 0) outcome.first_loss = value;
     outcome.last_loss = value;
+    if (params.progress) params.progress(step + 1, params.local_steps);
   }
   outcome.samples = std::int64_t{params.local_steps} * params.batch_size;
 
@@ -257,7 +258,8 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
 }
 
 Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& weights,
-                                    const TensorList& data, int threads) {
+                                    const TensorList& data, int threads,
+                                    const LoopProgress& progress) {
   ApplyThreads(threads);
   const NamedTensor& x = *FindTensor(data, "x");
   const NamedTensor& y = *FindTensor(data, "y");
@@ -272,6 +274,8 @@ Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& wei
   const std::int64_t rows = y.shape[0];
   double loss_sum = 0;
   std::int64_t correct = 0;
+  const int batches = EvalBatches(rows);
+  int batch = 0;
   for (std::int64_t start = 0; start < rows; start += kEvalBatch) {
     const std::int64_t len = std::min(kEvalBatch, rows - start);
     torch::Tensor xb = x_all.narrow(0, start, len).to(torch::kFloat);
@@ -281,6 +285,7 @@ Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& wei
     loss_sum += F::cross_entropy(logits, yb, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
     correct += logits.argmax(1).eq(yb).sum().item<std::int64_t>();
+    if (progress) progress(++batch, batches);
   }
   EvalOutcome outcome;
   outcome.samples = rows;
@@ -303,15 +308,19 @@ Result<TrainOutcome> TrainShard(const ModelSpec& spec, const TensorList& weights
   }
 }
 
+int EvalBatches(std::int64_t rows) {
+  return rows <= 0 ? 0 : static_cast<int>((rows + kEvalBatch - 1) / kEvalBatch);
+}
+
 Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,
-                             const TensorList& data, int threads) {
+                             const TensorList& data, int threads, const LoopProgress& progress) {
   if (threads < 0 || threads > kMaxThreads) {
     return MakeError(Errc::kInvalidArgument, "threads out of range");
   }
   UBCP_RETURN_IF_ERROR(CheckDataShard(spec, data));
   UBCP_RETURN_IF_ERROR(CheckWeights(spec, weights));
   try {
-    return EvaluateChecked(spec, weights, data, threads);
+    return EvaluateChecked(spec, weights, data, threads, progress);
   } catch (const std::exception& e) {
     return FromException(e);
   }

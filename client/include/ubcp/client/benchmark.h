@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Hardware benchmark with real libtorch work: matmul GFLOPS and training throughput of the zoo
-// models, plus CUDA device discovery. Reported by the donor client at registration. Links libtorch.
+// models, plus NVIDIA GPU discovery (NVML at run time, CUDA through libtorch). Reported by the
+// donor client at registration. Links libtorch.
 
 #include <string>
 #include <vector>
+
+#include "ubcp/client/gpu_probe.h"
 
 namespace ubcp::client {
 
@@ -21,9 +24,13 @@ struct BenchmarkReport {
   std::vector<std::string> cuda_names;
   double cuda_matmul_gflops = 0;  // 0 without CUDA
   std::string torch_version;
+  // What NVML sees, whether or not libtorch can use it (GpuSummary::status says which, e.g.
+  // "present, not usable: this libtorch has no CUDA: ..."). Not sent at registration yet.
+  GpuSummary gpu;
 };
 
-// Takes roughly `seconds` in total (at least a few hundred milliseconds).
-BenchmarkReport RunBenchmark(double seconds = 2.0);
+// Takes roughly `seconds` in total (at least a few hundred milliseconds). Benchmarks CUDA device 0
+// only when libtorch reports CUDA; probes NVML from `nvml_library`; logs the GPU status once.
+BenchmarkReport RunBenchmark(double seconds = 2.0, std::string_view nvml_library = kNvmlLibrary);
 
 }  // namespace ubcp::client

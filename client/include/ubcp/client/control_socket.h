@@ -45,6 +45,13 @@ struct ControlSnapshot {
   double elapsed_s = 0;    // since the unit began
   double predicted_s = 0;  // expected duration of its execution from earlier units; 0: unknown
   int units_done = 0;      // completed (result acknowledged) in this run
+  // Why the loop leases nothing now although it is neither paused nor finishing: the donor's
+  // run policy (run_policy.h), e.g. "on battery". Empty while it may work.
+  std::string waiting;
+  // What the donor's settings allowed at the last decision (0: no decision yet, e.g. a loop
+  // without donor settings). The memory figure is shown, not enforced (docs/DONOR.md).
+  int allowed_threads = 0;
+  std::uint64_t allowed_memory_mb = 0;
   std::string last_error;
   std::optional<common::Contribution> contribution;  // the coordinator's last answer
   double contribution_age_s = 0;                     // how old that answer is
@@ -72,6 +79,9 @@ class ControlState {
   void SetProgress(std::int64_t steps_done, std::int64_t steps_total);
   // Clears the current unit; `completed` counts it in units_done.
   void EndUnit(bool completed);
+  // `reason` empty: the loop may lease again.
+  void SetWaiting(std::string reason);
+  void SetAllowance(int threads, std::uint64_t memory_mb);
   void SetLastError(std::string error);
   void SetContribution(const common::Contribution& contribution);
 
@@ -138,7 +148,9 @@ common::Result<boost::json::object> SendControl(
 
 // The human summary of a status answer, e.g.
 //   running: [#######.....] 58% unit 12 finetune_shard job 3 round 1, ETA 0:42
+// or, while the run policy holds the loop back, "waiting: on battery"; then
 //   units done this run: 4
+//   allowed: 4 threads, 2048 MiB memory          (once donor settings decided)
 //   contribution: 17 units, 420 credits validated, 60 this period, 12.5 credits/day
 std::string FormatStatus(const boost::json::object& status);
 // "[#######.....]" with `width` cells for done/total (empty when total <= 0).

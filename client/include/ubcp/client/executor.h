@@ -24,13 +24,13 @@ struct UnitOutput {
   double wall_seconds = 0;
 };
 
-// Progress of one unit: `done` of `total` steps (optimizer steps of a finetune unit, one step
-// for an eval unit). Called on the executing thread; must not throw.
+// Progress of one unit: `done` of `total` steps (optimizer steps of a finetune unit, evaluation
+// batches of an eval unit). Called on the executing thread; must not throw.
 using ProgressFn = std::function<void(std::int64_t done, std::int64_t total)>;
 
 // `adversary` (adversary.h) replaces a finetune update before it is encoded; honest by default.
-// `progress`, when set, hears (0, total) once the inputs are verified and (total, total) when
-// the work is done: the training and evaluation loops (common/model.h) offer no per-step hook.
+// `progress`, when set, hears (0, total) once the inputs are verified, then (done, total) after
+// each optimizer step or evaluation batch (common/model.h), and (total, total) when done.
 common::Result<UnitOutput> ExecuteUnit(const common::Manifest& manifest,
                                        common::ByteSpan model_blob, common::ByteSpan data_blob,
                                        int threads, const Adversary& adversary = {},

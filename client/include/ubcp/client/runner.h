@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,7 +20,11 @@
 #include "ubcp/client/benchmark.h"
 #include "ubcp/client/control_socket.h"
 #include "ubcp/client/coordinator_api.h"
+#include "ubcp/client/donor_settings.h"
 #include "ubcp/client/host_state.h"
+#include "ubcp/client/run_policy.h"
+#include "ubcp/client/system_probe.h"
+#include "ubcp/client/transfer_usage.h"
 #include "ubcp/common/crypto.h"
 
 namespace ubcp::client {
@@ -47,6 +53,11 @@ common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostSta
                                               const std::string& name,
                                               const std::function<BenchmarkReport()>& bench);
 
+// The machine's state at `now`, for the run policy (system_probe.h).
+using ProbeFn = std::function<common::Result<SystemState>(Clock::time_point now)>;
+// The wall clock the run policy and the daily transfer counters read.
+using WallClockFn = std::function<Clock::time_point()>;
+
 struct RunnerOptions {
   // Stop after this many completed units (for a protocol adversary, tampered units count too,
   // whatever the answer); 0 = run until stopped.
@@ -63,6 +74,20 @@ struct RunnerOptions {
   ControlState* control = nullptr;
   double pause_poll_s = 0.2;              // how often a paused loop looks at the flags
   double contribution_refresh_s = 300.0;  // how often the contribution totals are refreshed
+  // The donor's limits (donor_settings.h); not owned, must outlive Run; nullptr and no
+  // fixed_settings: no policy, every lease is allowed and runs with `threads`. With it, before each
+  // lease the loop polls the settings file (a changed file takes effect at once; a bad one keeps
+  // the old settings and is reported once), probes the machine and asks Decide (run_policy.h). "No"
+  // leases nothing, publishes the reason as the control state's `waiting` and waits policy_poll_s;
+  // "yes" runs the unit with the decision's thread count. The decision's memory figure is logged
+  // and published only: enforcing it needs a separate worker process.
+  SettingsWatcher* settings = nullptr;
+  // The same policy with settings that never change (flags only, no file to watch); used when
+  // `settings` is nullptr.
+  std::optional<DonorSettings> fixed_settings;
+  double policy_poll_s = 30.0;
+  ProbeFn probe;      // empty: a SystemProbe of this machine (/proc, /sys, loginctl)
+  WallClockFn clock;  // empty: std::chrono::system_clock::now
 };
 
 struct RunSummary {
@@ -108,6 +133,15 @@ class Runner {
   void ReportError(const std::string& message);
   // Asks for the contribution totals when the last answer is older than the refresh interval.
   void RefreshContribution();
+  // Polls the settings file, probes the machine and decides whether to lease now (only with
+  // settings or fixed_settings).
+  RunDecision DecideNow();
+  Clock::time_point WallNow() const;
+  common::Result<SystemState> Probe(Clock::time_point now);
+  // Today's counters as last saved (a missing file: zero; an unreadable one: zero, logged).
+  TransferUsage& Usage();
+  // Adds a finished transfer to today's counters and saves them (state dir, atomically).
+  void CountTransfer(std::uint64_t downloaded, std::uint64_t uploaded);
 
   CoordinatorApi& api_;
   const HostState& state_;
@@ -120,6 +154,15 @@ class Runner {
   // Execution seconds per step of the last unit of each kind: the next unit's prediction.
   std::map<std::string, double> seconds_per_step_;
   std::optional<std::chrono::steady_clock::time_point> contribution_at_;
+  // The run policy's inputs and the state they leave between leases.
+  std::unique_ptr<SystemProbe> system_probe_;       // used when options_.probe is empty
+  std::optional<std::chrono::seconds> utc_offset_;  // from the last probe
+  std::optional<TransferUsage> usage_;              // loaded from the state dir on first use
+  int unit_threads_;                                // threads for the next unit
+  std::string waiting_;                             // the last reason published
+  bool probe_failed_ = false;                       // the last probe failed (logged once)
+  bool allowed_logged_ = false;                     // "may work" was logged at least once
+  bool usage_save_failed_ = false;                  // the last save failed (logged once)
 };
 
 }  // namespace ubcp::client

@@ -12,6 +12,7 @@
 // named_parameters() order is the whole state.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ std::int64_t EvalFlopsPerSample(const ModelSpec& spec);
 Status CheckDataShard(const ModelSpec& spec, const TensorList& data);
 
 enum class Optimizer { kSgd, kAdam };
+// Progress of a loop: `done` of `total` iterations. Called on the calling thread after each
+// iteration; must not throw. An empty function is never called.
+using LoopProgress = std::function<void(int done, int total)>;
+
 struct TrainParams {
   int local_steps = 10;
   int batch_size = 32;
@@ -55,6 +60,7 @@ struct TrainParams {
   Optimizer optimizer = Optimizer::kSgd;
   std::uint64_t seed = 1;  // batch sampling order
   int threads = 0;         // torch intra-op threads; 0 = leave as configured
+  LoopProgress progress;   // optional: hears (step, local_steps) after each optimizer step
 };
 
 struct TrainOutcome {
@@ -73,8 +79,12 @@ struct EvalOutcome {
   double accuracy = 0;  // fraction correct
   std::int64_t samples = 0;
 };
+// `progress`, when set, hears (batch, batches) after each evaluation batch.
 Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,
-                             const TensorList& data, int threads = 0);
+                             const TensorList& data, int threads = 0,
+                             const LoopProgress& progress = {});
+// The number of batches Evaluate runs over `rows` samples (the `total` its progress hears).
+int EvalBatches(std::int64_t rows);
 
 // Sets torch's intra-op thread count (call once at start; torch here defaults to 1).
 void SetTorchThreads(int threads);
