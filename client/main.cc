@@ -291,7 +291,18 @@ int main(int argc, char** argv) {
   api.set_account_token(account_token);
   auto registration = client::EnsureRegistered(api, *state, *key, name,
                                                [&] { return client::RunBenchmark(bench_seconds); });
-  if (!registration) return Fail(registration.error());
+  if (!registration) {
+    if (registration.error().code == common::Errc::kUnauthorized && account_token.empty()) {
+      // The most common first-run mistake: a host attaches to a donor account.
+      return Fail(common::MakeError(
+          common::Errc::kUnauthorized,
+          registration.error().message +
+              " (a new host registers with its donor account's token: --account-token or "
+              "$UBCP_ACCOUNT_TOKEN; an operator makes one with `ubcp-coordinator add-account "
+              "--donor`)"));
+    }
+    return Fail(registration.error());
+  }
   api.set_token(registration->token);
 
   if (!profile.public_name.empty() || !profile.team.empty()) {

@@ -281,7 +281,9 @@ TEST_P(ParseRefusalTest, EachWrongTypeIsMalformed) {
         kv.value().is_array() ? boost::json::value("x") : boost::json::value(boost::json::array{1});
     Status s = c.parse(Edit(c.valid, [&](boost::json::object& o) { o[key] = wrong; }));
     EXPECT_EQ(CodeOf(s), Errc::kMalformed) << key;
-    if (!s) EXPECT_NE(s.error().message.find(key), std::string::npos) << s.error().message;
+    if (!s) {
+      EXPECT_NE(s.error().message.find(key), std::string::npos) << s.error().message;
+    }
   }
 }
 
