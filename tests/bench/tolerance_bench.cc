@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "support/replica_unit.h"
 #include "ubcp/client/adversary.h"
 #include "ubcp/client/executor.h"
 #include "ubcp/common/crypto.h"
@@ -114,57 +115,24 @@ Shards CutShards(const common::JobSpec& spec, const common::Dataset& data) {
   return shards;
 }
 
-common::BlobRef RefOf(const common::EncodedBlob& blob) {
-  return {common::ContentId(blob.bytes), blob.bytes.size(), blob.raw_size};
-}
-
-// One unit as a donor receives it: the manifest and its two blobs.
-struct Unit {
-  common::Manifest manifest;
-  common::EncodedBlob model;
-  common::EncodedBlob data;
-};
+using Unit = ubcp::testing::ReplicaUnit;
 
 Unit MakeUnit(std::string_view kind, const std::string& model_spec,
               const common::TensorList& weights, const common::TensorList& shard,
               const common::JobSpec& spec, std::uint64_t seed) {
-  Unit u;
-  u.model = common::EncodeTensorBlob(weights, common::FloatEncoding::kFp32);
-  u.data = common::EncodeTensorBlob(shard, common::FloatEncoding::kFp32);
-  u.manifest.unit_id = 1;
-  u.manifest.job_id = 1;
-  u.manifest.host_id = 1;
-  u.manifest.kind = std::string(kind);
-  u.manifest.model_spec = model_spec;
-  u.manifest.model = RefOf(u.model);
-  u.manifest.data = RefOf(u.data);
-  if (kind == common::kUnitFinetune) {
-    u.manifest.params = spec.params;
-    u.manifest.params.seed = seed;
-    u.manifest.update_encoding = spec.update_encoding;
-  }
-  return u;
+  common::UnitParams params = spec.params;
+  params.seed = seed;
+  return ubcp::testing::MakeReplicaUnit(kind, model_spec, weights, shard, params,
+                                        spec.update_encoding);
 }
 
 // Runs `unit` with the real executor and decodes its update as the coordinator would.
 common::Result<ComparableResult> Run(const Unit& unit, int threads, const Adversary& adversary = {},
                                      const std::string& encoding = "") {
-  common::Manifest m = unit.manifest;
-  if (!encoding.empty()) m.update_encoding = encoding;
-  UBCP_ASSIGN_OR_RETURN(
-      ubcp::client::UnitOutput out,
-      ubcp::client::ExecuteUnit(m, unit.model.bytes, unit.data.bytes, threads, adversary));
-  ComparableResult r;
-  r.kind = m.kind;
-  r.loss = out.metrics.loss;
-  r.accuracy = out.metrics.accuracy;
-  r.first_loss = out.metrics.first_loss;
-  r.samples = out.metrics.samples;
-  if (out.update) {
-    UBCP_ASSIGN_OR_RETURN(r.update,
-                          common::DecodeTensorBlob(out.update->bytes, out.update->raw_size));
-  }
-  return r;
+  if (encoding.empty()) return ubcp::testing::RunReplica(unit, threads, adversary);
+  Unit changed = unit;
+  changed.manifest.update_encoding = encoding;
+  return ubcp::testing::RunReplica(changed, threads, adversary);
 }
 
 double RelDiff(double a, double b) {

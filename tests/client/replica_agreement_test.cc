@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "support/replica_unit.h"
 #include "ubcp/client/adversary.h"
 #include "ubcp/client/executor.h"
 #include "ubcp/common/crypto.h"
@@ -28,53 +29,20 @@ using coordinator::QuorumDecision;
 constexpr char kSpec[] = "mlp-i784-h64-o10";
 constexpr std::uint64_t kSeed = 5;
 
-common::BlobRef RefOf(const common::EncodedBlob& blob) {
-  return {common::ContentId(blob.bytes), blob.bytes.size(), blob.raw_size};
-}
+using testing::ReplicaUnit;
+using Unit = ReplicaUnit;
 
-// One unit as a donor receives it.
-struct Unit {
-  common::Manifest manifest;
-  common::EncodedBlob model;
-  common::EncodedBlob data;
-};
-
+// The integration tests' digits job: 30 SGD steps of 32 samples, int8 updates.
 Unit MakeUnit(std::string_view kind, const common::TensorList& weights,
               const common::TensorList& shard) {
-  Unit u;
-  u.model = common::EncodeTensorBlob(weights, common::FloatEncoding::kFp32);
-  u.data = common::EncodeTensorBlob(shard, common::FloatEncoding::kFp32);
-  u.manifest.unit_id = 1;
-  u.manifest.job_id = 1;
-  u.manifest.host_id = 1;
-  u.manifest.kind = std::string(kind);
-  u.manifest.model_spec = kSpec;
-  u.manifest.model = RefOf(u.model);
-  u.manifest.data = RefOf(u.data);
-  if (kind == common::kUnitFinetune) {
-    // The integration tests' digits job: 30 SGD steps of 32 samples, int8 updates.
-    u.manifest.params = {30, 32, 0.05, 0.9, 0.0, "sgd", kSeed};
-    u.manifest.update_encoding = "int8";
-  }
-  return u;
+  return testing::MakeReplicaUnit(kind, kSpec, weights, shard,
+                                  {30, 32, 0.05, 0.9, 0.0, "sgd", kSeed}, "int8");
 }
 
 ComparableResult Execute(const Unit& unit, int threads, const Adversary& adversary = {}) {
-  auto out = ExecuteUnit(unit.manifest, unit.model.bytes, unit.data.bytes, threads, adversary);
-  EXPECT_TRUE(out) << out.error().ToString();
-  ComparableResult r;
-  if (!out) return r;
-  r.kind = unit.manifest.kind;
-  r.loss = out->metrics.loss;
-  r.accuracy = out->metrics.accuracy;
-  r.first_loss = out->metrics.first_loss;
-  r.samples = out->metrics.samples;
-  if (out->update) {
-    auto update = common::DecodeTensorBlob(out->update->bytes, out->update->raw_size);
-    EXPECT_TRUE(update) << update.error().ToString();
-    if (update) r.update = std::move(*update);
-  }
-  return r;
+  auto r = testing::RunReplica(unit, threads, adversary);
+  EXPECT_TRUE(r) << r.error().ToString();
+  return r ? std::move(*r) : ComparableResult{};
 }
 
 // The integration tests' digits job, cut as the planner cuts it: 20% held out, two training
