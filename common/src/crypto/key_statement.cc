@@ -3,7 +3,6 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-#include <exception>
 #include <limits>
 
 #include "wire/json_reader.h"
@@ -27,27 +26,22 @@ std::string SerializeKeyStatement(const KeyStatement& s) {
 }
 
 Result<KeyStatement> ParseKeyStatement(std::string_view text) {
-  try {
-    UBCP_ASSIGN_OR_RETURN(boost::json::object object,
-                          json::ParseObject(text, kMaxStatementJson, "key_statement"));
-    json::ObjectReader r(object, "key_statement");
-    KeyStatement s;
-    UBCP_ASSIGN_OR_RETURN(s.protocol, r.Int("protocol", kProtocolVersion, kProtocolVersion));
-    UBCP_ASSIGN_OR_RETURN(s.version, r.Int64("version", 1, kMaxInt64));
-    UBCP_ASSIGN_OR_RETURN(s.online_key, r.String("online_key", 64));
-    if (!PublicKey::FromHex(s.online_key)) {
-      return MakeError(Errc::kMalformed, "key_statement.online_key: not an Ed25519 public key");
-    }
-    UBCP_ASSIGN_OR_RETURN(s.issued_at, r.Int64("issued_at", 0, kMaxInt64));
-    UBCP_ASSIGN_OR_RETURN(s.expires_at, r.Int64("expires_at", 0, kMaxInt64));
-    if (s.expires_at <= s.issued_at) {
-      return MakeError(Errc::kMalformed, "key_statement: expires_at must follow issued_at");
-    }
-    UBCP_RETURN_IF_ERROR(r.Finish());
-    return s;
-  } catch (const std::exception& e) {
-    return MakeError(Errc::kMalformed, std::string("key_statement: ") + e.what());
-  }
+  return json::ParseMessage(
+      text, kMaxStatementJson, "key_statement", [](json::ObjectReader& r) -> Result<KeyStatement> {
+        KeyStatement s;
+        UBCP_ASSIGN_OR_RETURN(s.protocol, r.Int("protocol", kProtocolVersion, kProtocolVersion));
+        UBCP_ASSIGN_OR_RETURN(s.version, r.Int64("version", 1, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(s.online_key, r.String("online_key", 64));
+        if (!PublicKey::FromHex(s.online_key)) {
+          return MakeError(Errc::kMalformed, "key_statement.online_key: not an Ed25519 public key");
+        }
+        UBCP_ASSIGN_OR_RETURN(s.issued_at, r.Int64("issued_at", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(s.expires_at, r.Int64("expires_at", 0, kMaxInt64));
+        if (s.expires_at <= s.issued_at) {
+          return MakeError(Errc::kMalformed, "key_statement: expires_at must follow issued_at");
+        }
+        return s;
+      });
 }
 
 SignedEnvelope CertifyOnlineKey(const SigningKey& root, const KeyStatement& statement) {

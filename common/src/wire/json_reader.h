@@ -9,10 +9,13 @@
 #include <boost/json/value.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <initializer_list>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ubcp/common/result.h"
@@ -87,5 +90,24 @@ Result<ObjectReader> ObjectValue(const boost::json::value& v, std::string path);
 
 // Lower-case hex of exactly `len` characters.
 bool IsLowerHex(std::string_view s, std::size_t len);
+
+// One message: size check and strict parse (ParseObject), `read` takes its fields, then
+// Finish() refuses leftovers. Catches anything a library might throw, so that no exception
+// leaves a Parse* function: out of memory is kTooLarge, anything else kInternal.
+template <class Read>
+auto ParseMessage(std::string_view text, std::size_t limit, const char* what, Read read)
+    -> decltype(read(std::declval<ObjectReader&>())) {
+  try {
+    UBCP_ASSIGN_OR_RETURN(boost::json::object object, ParseObject(text, limit, what));
+    ObjectReader r(object, what);
+    UBCP_ASSIGN_OR_RETURN(auto message, read(r));
+    UBCP_RETURN_IF_ERROR(r.Finish());
+    return message;
+  } catch (const std::bad_alloc&) {
+    return MakeError(Errc::kTooLarge, std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return MakeError(Errc::kInternal, std::string(what) + ": " + e.what());
+  }
+}
 
 }  // namespace ubcp::common::json

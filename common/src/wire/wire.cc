@@ -61,25 +61,17 @@ Status CheckProtocol(ObjectReader& r) {
   return {};
 }
 
-// Size check, strict parse, protocol check, the message's own fields, then no leftovers.
-// Catches anything a library might throw so that no exception leaves a Parse* function.
+// json::ParseMessage, with the protocol check first for a versioned message.
 template <class Read>
 auto ParseMessage(std::string_view text, std::size_t limit, const char* what, bool versioned,
                   Read read) -> decltype(read(std::declval<ObjectReader&>())) {
-  try {
-    UBCP_ASSIGN_OR_RETURN(boost::json::object object, json::ParseObject(text, limit, what));
-    ObjectReader r(object, what);
-    if (versioned) {
-      UBCP_RETURN_IF_ERROR(CheckProtocol(r));
-    }
-    UBCP_ASSIGN_OR_RETURN(auto message, read(r));
-    UBCP_RETURN_IF_ERROR(r.Finish());
-    return message;
-  } catch (const std::bad_alloc&) {
-    return MakeError(Errc::kTooLarge, std::string(what) + ": out of memory");
-  } catch (const std::exception& e) {
-    return MakeError(Errc::kInternal, std::string(what) + ": " + e.what());
-  }
+  return json::ParseMessage(text, limit, what,
+                            [&](ObjectReader& r) -> decltype(read(std::declval<ObjectReader&>())) {
+                              if (versioned) {
+                                UBCP_RETURN_IF_ERROR(CheckProtocol(r));
+                              }
+                              return read(r);
+                            });
 }
 
 Result<std::string> ReadHex(ObjectReader& r, std::string_view key, std::size_t len) {
