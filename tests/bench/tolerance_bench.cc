@@ -47,6 +47,7 @@
 #include "ubcp/common/model.h"
 #include "ubcp/common/tensor_codec.h"
 #include "ubcp/common/wire.h"
+#include "ubcp/coordinator/planner.h"
 #include "ubcp/coordinator/result_compare.h"
 
 namespace {
@@ -85,24 +86,11 @@ struct Shards {
 };
 
 Shards CutShards(const common::JobSpec& spec, const common::Dataset& data) {
-  std::vector<std::int64_t> train_rows, test_rows;
-  const bool own_test = data.test_size() > 0;
-  if (own_test) {
-    train_rows = common::SplitIndices(data.size(), 0.0, spec.params.seed).train;
-    test_rows = common::SplitIndices(data.test_size(), 0.0, spec.params.seed + 1).train;
-  } else {
-    common::Split split = common::SplitIndices(data.size(), spec.test_fraction, spec.params.seed);
-    train_rows = std::move(split.train);
-    test_rows = std::move(split.test);
-  }
-  if (spec.max_train_samples > 0 &&
-      static_cast<std::int64_t>(train_rows.size()) > spec.max_train_samples) {
-    train_rows.resize(static_cast<std::size_t>(spec.max_train_samples));
-  }
-  if (spec.max_test_samples > 0 &&
-      static_cast<std::int64_t>(test_rows.size()) > spec.max_test_samples) {
-    test_rows.resize(static_cast<std::size_t>(spec.max_test_samples));
-  }
+  // Cut as the planner cuts the job.
+  const ubcp::coordinator::JobRows split = ubcp::coordinator::SelectRows(spec, data);
+  const std::vector<std::int64_t>& train_rows = split.train;
+  const std::vector<std::int64_t>& test_rows = split.test;
+  const bool own_test = split.own_test;
   Shards shards;
   for (const auto& rows : common::Partition(train_rows, spec.units_per_round)) {
     shards.train.push_back(common::TakeRows(data.x, data.y, rows));

@@ -48,6 +48,28 @@ std::vector<UnitPlan> Planner::PlanRound(const common::JobSpec& spec, int round)
   return units;
 }
 
+JobRows SelectRows(const common::JobSpec& spec, const common::Dataset& data) {
+  JobRows rows;
+  rows.own_test = data.test_size() > 0;
+  if (rows.own_test) {
+    rows.train = common::SplitIndices(data.size(), 0.0, spec.params.seed).train;
+    rows.test = common::SplitIndices(data.test_size(), 0.0, spec.params.seed + 1).train;
+  } else {
+    common::Split split = common::SplitIndices(data.size(), spec.test_fraction, spec.params.seed);
+    rows.train = std::move(split.train);
+    rows.test = std::move(split.test);
+  }
+  if (spec.max_train_samples > 0 &&
+      static_cast<std::int64_t>(rows.train.size()) > spec.max_train_samples) {
+    rows.train.resize(static_cast<std::size_t>(spec.max_train_samples));
+  }
+  if (spec.max_test_samples > 0 &&
+      static_cast<std::int64_t>(rows.test.size()) > spec.max_test_samples) {
+    rows.test.resize(static_cast<std::size_t>(spec.max_test_samples));
+  }
+  return rows;
+}
+
 common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_t account_id,
                                         std::int64_t now, PlanMode mode, const Approval& approve) {
   const bool store = mode == PlanMode::kStore;
@@ -77,26 +99,10 @@ common::Result<NewJob> Planner::PlanJob(const common::JobSpec& spec, std::int64_
   const common::Dataset& data = *dataset;
 
   // Hold out the test split before anything else: no train shard may contain a test row.
-  std::vector<std::int64_t> train_rows, test_rows;
-  const bool own_test = data.test_size() > 0;
-  if (own_test) {
-    common::Split train_only = common::SplitIndices(data.size(), 0.0, spec.params.seed);
-    train_rows = std::move(train_only.train);
-    common::Split test_only = common::SplitIndices(data.test_size(), 0.0, spec.params.seed + 1);
-    test_rows = std::move(test_only.train);
-  } else {
-    common::Split split = common::SplitIndices(data.size(), spec.test_fraction, spec.params.seed);
-    train_rows = std::move(split.train);
-    test_rows = std::move(split.test);
-  }
-  if (spec.max_train_samples > 0 &&
-      static_cast<std::int64_t>(train_rows.size()) > spec.max_train_samples) {
-    train_rows.resize(static_cast<std::size_t>(spec.max_train_samples));
-  }
-  if (spec.max_test_samples > 0 &&
-      static_cast<std::int64_t>(test_rows.size()) > spec.max_test_samples) {
-    test_rows.resize(static_cast<std::size_t>(spec.max_test_samples));
-  }
+  const JobRows rows = SelectRows(spec, data);
+  const std::vector<std::int64_t>& train_rows = rows.train;
+  const std::vector<std::int64_t>& test_rows = rows.test;
+  const bool own_test = rows.own_test;
   if (static_cast<std::int64_t>(train_rows.size()) < spec.units_per_round ||
       static_cast<std::int64_t>(test_rows.size()) < spec.eval_units) {
     return MakeError(Errc::kInvalidArgument, "data set too small for the requested shards");

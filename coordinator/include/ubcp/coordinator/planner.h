@@ -49,6 +49,15 @@ class Planner {
   common::DatasetPaths datasets_;
 };
 
+// The rows a job trains and is tested on (pure): the package's own test set when it has one,
+// else a seeded `test_fraction` held out; each side cut to max_train_samples /
+// max_test_samples. Test rows index data.test_x when own_test, else data.x.
+struct JobRows {
+  std::vector<std::int64_t> train, test;
+  bool own_test = false;
+};
+JobRows SelectRows(const common::JobSpec& spec, const common::Dataset& data);
+
 // Deterministic per-unit seed from the job seed, round, kind and shard.
 std::uint64_t UnitSeed(std::uint64_t job_seed, int round, std::string_view kind, int shard);
 
