@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// ubcp-client: the donor's client. Parses options and wires state, trust, registration and the
-// work loop together.
+// ubcp-client: the donor's client, a light daemon that never loads libtorch. Parses options and
+// wires state, trust, registration and the work loop together; every unit (and the benchmark)
+// runs in a supervised `ubcp-worker` process (worker_executor.h).
 
 #include <spdlog/spdlog.h>
 
@@ -18,14 +19,14 @@
 #include <thread>
 #include <vector>
 
-#include "ubcp/client/benchmark.h"
 #include "ubcp/client/control_socket.h"
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/donor_settings.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
 #include "ubcp/client/runner.h"
-#include "ubcp/common/model.h"
+#include "ubcp/client/worker_executor.h"
+#include "ubcp/client/worker_protocol.h"
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -177,7 +178,7 @@ int main(int argc, char** argv) {
   donor.AddOption(app, "max-cores", "most cores work may use (default: all)");
   donor.AddOption(app, "cpu-share", "percent of the cores work may use (1..100, default 100)");
   donor.AddOption(app, "memory-limit-mb",
-                  "MiB work may use (0: no limit); shown in status, not enforced yet");
+                  "MiB a unit's worker may use (0: no limit); a worker above it is stopped");
   donor.AddFlag(app, "run-when-idle", "work only while the user is idle");
   donor.AddOption(app, "idle-minutes", "minutes without user activity (default 5)");
   donor.AddFlag(app, "run-on-battery", "also work on battery power");
@@ -191,6 +192,13 @@ int main(int argc, char** argv) {
                  "exit after this many empty work polls in a row (0: never)");
   app.add_option("--poll", options.idle_poll_s, "seconds between polls when there is no work");
   app.add_option("--bench-seconds", bench_seconds, "benchmark duration at registration");
+  client::WorkerExecutorOptions worker;
+  app.add_option("--worker", worker.worker,
+                 "the ubcp-worker program that runs units (default: next to ubcp-client, else "
+                 "on PATH)");
+  app.add_option("--checkpoint-every", options.checkpoint_every,
+                 "fine-tune steps between checkpoints (0: none)")
+      ->check(CLI::Range(0, 1000000));
   common::DonorProfile profile;
   bool show_contribution = false;
   app.add_option("--public-name", profile.public_name,
@@ -216,7 +224,8 @@ int main(int argc, char** argv) {
   if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  common::SetTorchThreads(options.threads);
+  if (worker.worker.empty()) worker.worker = client::DefaultWorkerPath();
+  options.executor = client::MakeWorkerExecutor(worker);
 
   auto endpoint = client::ParseCoordinatorUrl(url);
   if (!endpoint) return Fail(endpoint.error());
@@ -289,8 +298,11 @@ int main(int argc, char** argv) {
   }
 
   api.set_account_token(account_token);
-  auto registration = client::EnsureRegistered(api, *state, *key, name,
-                                               [&] { return client::RunBenchmark(bench_seconds); });
+  auto registration = client::EnsureRegistered(api, *state, *key, name, [&] {
+    return client::RunWorkerBenchmark(
+        worker, bench_seconds,
+        threads_option->count() > 0 ? options.threads : static_cast<int>(hardware_threads));
+  });
   if (!registration) {
     if (registration.error().code == common::Errc::kUnauthorized && account_token.empty()) {
       // The most common first-run mistake: a host attaches to a donor account.

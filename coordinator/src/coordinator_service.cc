@@ -66,7 +66,8 @@ Coordinator::Coordinator(Store& store, const BlobStore& blobs,
       config_(std::move(config)),
       planner_(store, blobs, config_.datasets),
       economy_(store, config_.economy, clock_),
-      judge_(store, blobs, config_.replication, clock_) {}
+      judge_(store, blobs, config_.replication, clock_),
+      uploads_(blobs, UploadStagingOptions{.max_blob_bytes = config_.max_update_bytes}) {}
 
 double Coordinator::SecretDraw(std::uint64_t seed, std::string_view purpose) const {
   std::string message = std::to_string(seed) + ":" + std::string(purpose);
@@ -198,6 +199,31 @@ common::Status Coordinator::UploadBlob(const HostRecord& host, const std::string
 common::Result<common::Bytes> Coordinator::ReadBlob(const std::string& id) {
   if (!common::IsContentId(id)) return MakeError(Errc::kInvalidArgument, "malformed blob id");
   return blobs_.Get(id, config_.max_blob_download);
+}
+
+common::Result<UploadState> Coordinator::UploadBlobChunk(const HostRecord& host,
+                                                         const std::string& id,
+                                                         const ByteRange& range,
+                                                         common::ByteSpan chunk) {
+  return uploads_.Append(host.id, id, range, chunk);
+}
+
+common::Result<UploadState> Coordinator::UploadProgress(const HostRecord& host,
+                                                        const std::string& id) {
+  return uploads_.Progress(host.id, id);
+}
+
+common::Result<std::uint64_t> Coordinator::BlobSize(const std::string& id) {
+  return blobs_.Size(id);
+}
+
+common::Result<common::Bytes> Coordinator::ReadBlobRange(const std::string& id,
+                                                         std::uint64_t offset,
+                                                         std::uint64_t length) {
+  if (length > config_.max_blob_download) {
+    return MakeError(Errc::kTooLarge, "range over the download limit");
+  }
+  return blobs_.GetRange(id, offset, static_cast<std::size_t>(length));
 }
 
 common::Status Coordinator::ValidateResult(const common::ResultPayload& payload,

@@ -55,6 +55,7 @@
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
+#include "ubcp/client/in_process_executor.h"
 #include "ubcp/client/runner.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/common/model.h"
@@ -281,6 +282,7 @@ Result<RunOutcome> RunJob(BenchCoordinator& coord, const common::JobSpec& spec,
   for (std::size_t i = 0; i < donors.size(); ++i) {
     threads.emplace_back([&, i] {
       client::RunnerOptions options;
+      options.executor = client::MakeInProcessExecutor();
       options.threads = 1;  // the donors share this machine's cores
       options.idle_poll_s = 0.2;
       options.max_backoff_s = 0.5;

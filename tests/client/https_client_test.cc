@@ -63,7 +63,10 @@ class HttpsClientTest : public ::testing::Test {
     coordinator::HttpResponse response;
     response.content_type = "text/plain";
     const std::string& t = request.target;
-    if (t == "/echo") {
+    if (t == "/headers") {
+      response.body = request.range + "|" + request.content_range + "|" + request.body;
+      response.headers.emplace_back("X-Echo-Range", request.range);
+    } else if (t == "/echo") {
       response.body = request.method + "|" + request.authorization + "|" + request.content_type +
                       "|" + request.body;
     } else if (t.rfind("/size/", 0) == 0) {
@@ -135,6 +138,74 @@ TEST_F(HttpsClientTest, RequestWithTheRightCaSucceeds) {
   ASSERT_TRUE(missing) << missing.error().ToString();
   EXPECT_EQ(missing->status, 404);
   EXPECT_EQ(missing->body, "not here");
+}
+
+TEST_F(HttpsClientTest, ExtraHeadersGoOutAndEveryResponseHeaderComesBack) {
+  StartServer();
+  auto client = MustCreate(Options());
+  ASSERT_TRUE(client);
+  auto r = client->Send({.method = "PUT",
+                         .target = "/headers",
+                         .body = "xyz",
+                         .content_type = "application/octet-stream",
+                         .bearer_token = "tok",
+                         .headers = {{"Range", "bytes=1-2"}, {"Content-Range", "bytes 0-2/9"}}});
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->response.status, 200);
+  EXPECT_EQ(r->response.body, "bytes=1-2|bytes 0-2/9|xyz");
+  EXPECT_EQ(FindHeader(r->headers, "X-Echo-Range"), "bytes=1-2");
+  EXPECT_EQ(FindHeader(r->headers, "x-echo-range"), "bytes=1-2");  // names ignore case
+  EXPECT_EQ(FindHeader(r->headers, "Content-Length"), std::to_string(r->response.body.size()));
+  EXPECT_FALSE(FindHeader(r->headers, "X-Absent"));
+}
+
+TEST_F(HttpsClientTest, ExtraHeadersThatTheClientOwnsOrThatAreInvalidAreRefused) {
+  StartServer();
+  auto client = MustCreate(Options());
+  ASSERT_TRUE(client);
+  const HeaderList refused[] = {
+      {{"Host", "elsewhere"}},
+      {{"authorization", "Bearer other"}},
+      {{"Content-Length", "0"}},
+      {{"Transfer-Encoding", "chunked"}},
+      {{"Connection", "close"}},
+      {{"Content-Type", "text/plain"}},
+      {{"Bad Name", "x"}},
+      {{"", "x"}},
+      {{"Range", "bytes=0-1\r\nX-Injected: 1"}},
+  };
+  for (const HeaderList& headers : refused) {
+    auto r = client->Send({.method = "GET", .target = "/headers", .headers = headers});
+    ASSERT_FALSE(r) << headers[0].first;
+    EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << headers[0].first;
+  }
+}
+
+// An implementation of only Request (like a test double): Send forwards requests without
+// extra headers and refuses the others, rather than dropping them silently.
+class RequestOnlyClient final : public HttpsClient {
+ public:
+  common::Result<ClientResponse> Request(std::string_view method, std::string_view target,
+                                         std::string_view body, std::string_view,
+                                         std::string_view) override {
+    ++calls;
+    return ClientResponse{
+        200, "text/plain",
+        std::string(method) + " " + std::string(target) + " " + std::string(body)};
+  }
+  int calls = 0;
+};
+
+TEST(HttpsClientSendTest, DefaultSendForwardsOnlyRequestsWithoutExtraHeaders) {
+  RequestOnlyClient client;
+  auto plain = client.Send({.method = "PUT", .target = "/x", .body = "b"});
+  ASSERT_TRUE(plain) << plain.error().ToString();
+  EXPECT_EQ(plain->response.body, "PUT /x b");
+  EXPECT_TRUE(plain->headers.empty());
+  auto ranged = client.Send({.method = "GET", .target = "/x", .headers = {{"Range", "bytes=0-1"}}});
+  ASSERT_FALSE(ranged);
+  EXPECT_EQ(ranged.error().code, Errc::kInvalidArgument);
+  EXPECT_EQ(client.calls, 1);
 }
 
 TEST_F(HttpsClientTest, HostNameIsVerifiedAgainstTheCertificate) {

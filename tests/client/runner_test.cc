@@ -27,6 +27,7 @@
 #include "ubcp/client/executor.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
+#include "ubcp/client/in_process_executor.h"
 #include "ubcp/client/transfer_usage.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/common/model.h"
@@ -106,6 +107,22 @@ class FakeCoordinator final : public HttpsClient {
       return Answer(200, common::SerializeResultAck({common::kProtocolVersion, "accepted"}));
     }
     return ErrorAnswer(404, Errc::kNotFound, "unexpected " + c.method + " " + c.target);
+  }
+
+  // The runner's transfers: a ranged download is answered with the whole blob (200, which RFC
+  // 9110 allows and the client accepts) and an upload, which fits one chunk here, starts at 0.
+  common::Result<ClientReply> Send(const ClientRequest& r) override {
+    const std::string uploads = "/v1/uploads/";
+    const std::string target(r.target);
+    if (r.method == "GET" && target.rfind(uploads, 0) == 0) {
+      calls.push_back({"GET", target, "", std::string(r.bearer_token), Clock::now()});
+      return ClientReply{{200, "application/json",
+                          R"({"id":")" + target.substr(uploads.size()) + R"(","received":0})"},
+                         {}};
+    }
+    UBCP_ASSIGN_OR_RETURN(ClientResponse response,
+                          Request(r.method, r.target, r.body, r.content_type, r.bearer_token));
+    return ClientReply{std::move(response), {}};
   }
 
   std::vector<Call> CallsTo(std::string_view method, std::string_view target_prefix) const {
@@ -230,6 +247,7 @@ class RunnerTest : public ::testing::Test {
 
   static RunnerOptions FastOptions() {
     RunnerOptions options;
+    options.executor = MakeInProcessExecutor();
     options.idle_poll_s = 0.01;
     options.max_backoff_s = 10;
     return options;

@@ -296,6 +296,50 @@ TEST_F(HttpsServerTest, RequestReachesHandlerAndResponseComesBack) {
   EXPECT_EQ(handler_calls_.load(), 1);
 }
 
+TEST_F(HttpsServerTest, RangeHeadersReachTheHandlerAndItsHeadersComeBack) {
+  std::mutex mu;
+  std::vector<HttpRequest> seen;
+  Start([&](const HttpRequest& r) {
+    {
+      std::lock_guard lock(mu);
+      seen.push_back(r);
+    }
+    HttpResponse res;
+    res.status = r.range.empty() ? 202 : 206;
+    res.content_type = "application/octet-stream";
+    res.body = "part";
+    res.headers.emplace_back("Content-Range", "bytes 2-5/10");
+    res.headers.emplace_back("Accept-Ranges", "bytes");
+    return res;
+  });
+  auto client = MakeClient();
+  ASSERT_NE(client, nullptr);
+  auto ranged = client->Send({.method = "GET",
+                              .target = "/blob",
+                              .content_type = {},
+                              .headers = {{"Range", "bytes=2-5"}}});
+  ASSERT_TRUE(ranged) << ranged.error().ToString();
+  EXPECT_EQ(ranged->response.status, 206);
+  EXPECT_EQ(ranged->response.body, "part");
+  EXPECT_EQ(client::FindHeader(ranged->headers, "content-range"), "bytes 2-5/10");
+  EXPECT_EQ(client::FindHeader(ranged->headers, "Accept-Ranges"), "bytes");
+  auto chunk = client->Send({.method = "PUT",
+                             .target = "/upload",
+                             .body = "abcd",
+                             .content_type = "application/octet-stream",
+                             .headers = {{"Content-Range", "bytes 0-3/8"}}});
+  ASSERT_TRUE(chunk) << chunk.error().ToString();
+  EXPECT_EQ(chunk->response.status, 202);
+
+  std::lock_guard lock(mu);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].range, "bytes=2-5");
+  EXPECT_EQ(seen[0].content_range, "");
+  EXPECT_EQ(seen[1].range, "");
+  EXPECT_EQ(seen[1].content_range, "bytes 0-3/8");
+  EXPECT_EQ(seen[1].body, "abcd");
+}
+
 TEST_F(HttpsServerTest, KeepAliveConnectionServesSeveralRequests) {
   Start([](const HttpRequest& r) { return Ok(r.target); });
   auto client = MakeClient();

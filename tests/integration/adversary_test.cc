@@ -25,6 +25,7 @@ class AdversaryLoopTest : public LoopTest {
     for (int i = 0; i < 4; ++i) donors.push_back(NewDonor("donor-" + std::to_string(i)));
     auto run_one = [&](int i, const char* kind) {
       client::RunnerOptions options;
+      options.executor = client::MakeInProcessExecutor();
       options.max_units = 1;
       options.max_idle_polls = 20;
       options.idle_poll_s = 0.05;

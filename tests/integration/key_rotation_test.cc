@@ -31,6 +31,7 @@ class KeyRotationLoopTest : public LoopTest {
   }
   client::RunSummary RunOneUnit(Donor& donor, const common::TrustedKeys& trusted) {
     client::RunnerOptions options;
+    options.executor = client::MakeInProcessExecutor();
     options.max_units = 1;
     options.idle_poll_s = 0.05;
     options.max_idle_polls = 40;

@@ -15,6 +15,7 @@
 #include "ubcp/client/coordinator_api.h"
 #include "ubcp/client/host_state.h"
 #include "ubcp/client/https_client.h"
+#include "ubcp/client/in_process_executor.h"
 #include "ubcp/client/runner.h"
 #include "ubcp/common/crypto.h"
 #include "ubcp/common/model.h"

@@ -35,6 +35,7 @@ class ProtocolAttackTest : public LoopTest {
   // One unit per run, so that the test decides who works when.
   static client::RunnerOptions OneUnit(client::Adversary adversary = {}) {
     client::RunnerOptions options;
+    options.executor = client::MakeInProcessExecutor();
     options.max_units = 1;
     options.max_idle_polls = 1;
     options.idle_poll_s = 0.05;

@@ -37,6 +37,7 @@ class ReplicationTest : public LoopTest {
     for (std::size_t i = 0; i < donors.size(); ++i) {
       threads.emplace_back([&, i] {
         client::RunnerOptions options;
+        options.executor = client::MakeInProcessExecutor();
         options.idle_poll_s = 0.05;
         options.max_backoff_s = 0.2;
         if (auto it = cheats.find(static_cast<int>(i)); it != cheats.end()) {

@@ -24,6 +24,7 @@ TEST_F(LoopTest, TwoDonorsFineTuneAndAccuracyRises) {
   for (int i = 0; i < 2; ++i) {
     threads.emplace_back([&, i] {
       client::RunnerOptions options;
+      options.executor = client::MakeInProcessExecutor();
       options.idle_poll_s = 0.1;
       client::Runner runner(*donors[i]->api, *donors[i]->state, *donors[i]->key,
                             signing_key_->public_key(), donors[i]->registration.host_id, options);

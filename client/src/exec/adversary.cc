@@ -22,6 +22,32 @@ common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name) {
   return MakeError(Errc::kInvalidArgument, "unknown adversary mode '" + std::string(name) + "'");
 }
 
+std::string_view AdversaryModeName(AdversaryMode mode) {
+  switch (mode) {
+    case AdversaryMode::kHonest:
+      return "honest";
+    case AdversaryMode::kSignFlip:
+      return "sign_flip";
+    case AdversaryMode::kScale:
+      return "scale";
+    case AdversaryMode::kNoise:
+      return "noise";
+    case AdversaryMode::kZeros:
+      return "zeros";
+    case AdversaryMode::kLabelFlip:
+      return "label_flip";
+    case AdversaryMode::kStale:
+      return "stale";
+    case AdversaryMode::kReplay:
+      return "replay";
+    case AdversaryMode::kWrongVersion:
+      return "wrong_version";
+    case AdversaryMode::kForged:
+      return "forged";
+  }
+  return "honest";
+}
+
 bool IsProtocolAttack(AdversaryMode mode) {
   return mode == AdversaryMode::kReplay || mode == AdversaryMode::kWrongVersion ||
          mode == AdversaryMode::kForged;

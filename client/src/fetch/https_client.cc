@@ -52,6 +52,15 @@ bool IsToken(std::string_view s) {
   });
 }
 
+// Fields this client sets itself: a caller's copy would contradict or smuggle past them.
+bool IsReservedHeader(std::string_view name) {
+  for (std::string_view reserved : {"Host", "Authorization", "Content-Type", "Content-Length",
+                                    "Transfer-Encoding", "Connection", "User-Agent", "Expect"}) {
+    if (beast::iequals(name, reserved)) return true;
+  }
+  return false;
+}
+
 bool IsIpAddress(const std::string& host) {
   error_code ec;
   net::ip::make_address(host, ec);
@@ -81,8 +90,14 @@ class HttpsClientImpl final : public HttpsClient {
   common::Result<ClientResponse> Request(std::string_view method, std::string_view target,
                                          std::string_view body, std::string_view content_type,
                                          std::string_view bearer_token) override {
+    UBCP_ASSIGN_OR_RETURN(ClientReply reply,
+                          Send({method, target, body, content_type, bearer_token, {}}));
+    return std::move(reply.response);
+  }
+
+  common::Result<ClientReply> Send(const ClientRequest& request) override {
     try {
-      return DoRequest(method, target, body, content_type, bearer_token);
+      return DoRequest(request);
     } catch (const std::exception& e) {
       Close();
       return NetworkError(std::string("request failed: ") + e.what());
@@ -90,9 +105,12 @@ class HttpsClientImpl final : public HttpsClient {
   }
 
  private:
-  common::Result<ClientResponse> DoRequest(std::string_view method, std::string_view target,
-                                           std::string_view body, std::string_view content_type,
-                                           std::string_view bearer_token) {
+  common::Result<ClientReply> DoRequest(const ClientRequest& request) {
+    const std::string_view method = request.method;
+    const std::string_view target = request.target;
+    const std::string_view body = request.body;
+    const std::string_view content_type = request.content_type;
+    const std::string_view bearer_token = request.bearer_token;
     if (!IsToken(method)) {
       return common::MakeError(common::Errc::kInvalidArgument, "invalid HTTP method");
     }
@@ -102,6 +120,12 @@ class HttpsClientImpl final : public HttpsClient {
     }
     if (HasControlChars(bearer_token) || HasControlChars(content_type)) {
       return common::MakeError(common::Errc::kInvalidArgument, "invalid header value");
+    }
+    for (const auto& [name, value] : request.headers) {
+      if (!IsToken(name) || IsReservedHeader(name) || HasControlChars(value)) {
+        return common::MakeError(common::Errc::kInvalidArgument,
+                                 "invalid extra header '" + name + "'");
+      }
     }
 
     http::request<http::string_body> req;
@@ -114,6 +138,7 @@ class HttpsClientImpl final : public HttpsClient {
       req.set(http::field::authorization, "Bearer " + std::string(bearer_token));
     }
     if (!body.empty() && !content_type.empty()) req.set(http::field::content_type, content_type);
+    for (const auto& [name, value] : request.headers) req.insert(name, value);
     req.keep_alive(true);
     req.body() = std::string(body);
     req.prepare_payload();
@@ -128,11 +153,14 @@ class HttpsClientImpl final : public HttpsClient {
 
       error_code ec = Exchange(req, head, deadline);
       if (!ec) {
-        ClientResponse out;
+        ClientReply out;
         auto& res = parser_->get();
-        out.status = static_cast<int>(res.result_int());
-        out.content_type = std::string(res[http::field::content_type]);
-        out.body = std::move(res.body());
+        out.response.status = static_cast<int>(res.result_int());
+        out.response.content_type = std::string(res[http::field::content_type]);
+        out.response.body = std::move(res.body());
+        for (const auto& field : res) {
+          out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+        }
         if (!parser_->keep_alive()) Close();
         parser_.reset();
         return out;
@@ -345,6 +373,24 @@ common::Result<std::unique_ptr<HttpsClient>> CreateClient(const HttpsClientOptio
 }
 
 }  // namespace
+
+std::optional<std::string_view> FindHeader(const HeaderList& headers, std::string_view name) {
+  for (const auto& [field, value] : headers) {
+    if (beast::iequals(field, name)) return std::string_view(value);
+  }
+  return std::nullopt;
+}
+
+common::Result<ClientReply> HttpsClient::Send(const ClientRequest& request) {
+  if (!request.headers.empty()) {
+    return common::MakeError(common::Errc::kInvalidArgument,
+                             "this HTTPS client cannot send extra request headers");
+  }
+  UBCP_ASSIGN_OR_RETURN(ClientResponse response,
+                        Request(request.method, request.target, request.body, request.content_type,
+                                request.bearer_token));
+  return ClientReply{std::move(response), {}};
+}
 
 common::Result<Endpoint> ParseCoordinatorUrl(std::string_view url) {
   auto invalid = [](std::string what) {

@@ -2,38 +2,11 @@
 #include "ubcp/client/host_state.h"
 
 #include <boost/json.hpp>
-#include <fstream>
-#include <sstream>
 
 namespace ubcp::client {
 namespace fs = std::filesystem;
 using common::Errc;
 using common::MakeError;
-
-namespace {
-
-// nullopt only when nothing exists at `path`. Anything else that cannot be read (too large,
-// not a regular file, no permission) is an error: mistaking a damaged coordinator.pub for "no
-// key trusted yet" would silently re-open trust on first use.
-common::Result<std::optional<std::string>> ReadSmallFile(const fs::path& path, std::size_t max) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (status.type() == fs::file_type::not_found) return std::optional<std::string>();
-  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
-  if (!fs::is_regular_file(status)) {
-    return MakeError(Errc::kIo, path.string() + " is not a regular file");
-  }
-  const auto size = fs::file_size(path, ec);
-  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
-  if (size > max) return MakeError(Errc::kTooLarge, path.string() + " is too large");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(Errc::kIo, "cannot read " + path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return std::optional<std::string>(ss.str());
-}
-
-}  // namespace
 
 common::Result<HostState> HostState::Open(const fs::path& dir) {
   std::error_code ec;
@@ -50,7 +23,7 @@ common::Result<common::SigningKey> HostState::LoadOrCreateKey() const {
 
 common::Result<std::optional<common::PublicKey>> HostState::TrustedCoordinatorKey() const {
   UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
-                        ReadSmallFile(dir_ / "coordinator.pub", 1024));
+                        common::ReadFileAtMost(dir_ / "coordinator.pub", 1024));
   if (!text) return std::optional<common::PublicKey>();
   std::string hex = *text;
   while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
@@ -71,7 +44,7 @@ common::Result<common::TrustedKeys> HostState::LoadTrustedKeys(
   common::TrustedKeys trusted;
   trusted.root = root;
   UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
-                        ReadSmallFile(dir_ / "trusted-keys", 1024));
+                        common::ReadFileAtMost(dir_ / "trusted-keys", 1024));
   if (!text) return trusted;
   // Five lines: header, root, version, online key, expiry.
   std::istringstream in(*text);
@@ -109,7 +82,7 @@ common::Status HostState::SaveTrustedKeys(const common::TrustedKeys& trusted) co
 
 common::Result<std::optional<Registration>> HostState::LoadRegistration() const {
   UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
-                        ReadSmallFile(dir_ / "registration.json", 4096));
+                        common::ReadFileAtMost(dir_ / "registration.json", 4096));
   if (!text) return std::optional<Registration>();
   boost::system::error_code ec;
   auto value = boost::json::parse(*text, ec);
@@ -132,7 +105,7 @@ common::Status HostState::SaveRegistration(const Registration& registration) con
 std::optional<common::Bytes> HostState::CachedBlob(const std::string& id) const {
   if (!common::IsContentId(id)) return std::nullopt;
   // Any read failure is a cache miss: the blob is fetched (and checked) again.
-  auto text = ReadSmallFile(dir_ / "blobs" / id, std::size_t{1} << 30);
+  auto text = common::ReadFileAtMost(dir_ / "blobs" / id, std::size_t{1} << 30);
   if (!text || !text->has_value()) return std::nullopt;
   common::Bytes bytes((*text)->begin(), (*text)->end());
   // A cache file is as untrusted as the network: re-check it.

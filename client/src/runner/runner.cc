@@ -111,13 +111,12 @@ common::HostBenchmark ToWire(const BenchmarkReport& report) {
   return b;
 }
 
-common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostState& state,
-                                              const common::SigningKey& key,
-                                              const std::string& name,
-                                              const std::function<BenchmarkReport()>& bench) {
+common::Result<Registration> EnsureRegistered(
+    CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+    const std::string& name, const std::function<common::Result<BenchmarkReport>()>& bench) {
   UBCP_ASSIGN_OR_RETURN(std::optional<Registration> saved, state.LoadRegistration());
   if (saved) return *saved;
-  BenchmarkReport report = bench();
+  UBCP_ASSIGN_OR_RETURN(BenchmarkReport report, bench());
   spdlog::info("benchmark: matmul {:.1f} GFLOPS, {} CUDA device(s)", report.matmul_gflops,
                report.cuda_devices);
   for (const auto& t : report.train) {
@@ -182,17 +181,75 @@ common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, cons
   return next;
 }
 
-common::Result<common::Bytes> Runner::FetchBlob(const common::BlobRef& ref) {
-  if (auto cached = state_.CachedBlob(ref.id); cached && cached->size() == ref.size) {
-    return std::move(*cached);
+common::Status Runner::VerifySigner(const common::SignedEnvelope& envelope) {
+  const std::int64_t now = NowSeconds();
+  auto signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
+  if (!signer_ok && rooted_) {
+    // Perhaps the coordinator rotated its key (or our statement expired): ask for the current
+    // statement, which must pass the root's rules, and check once more.
+    auto refreshed = RefreshRootedTrust(api_, state_, trusted_.root, now);
+    if (refreshed) {
+      trusted_ = *refreshed;
+      signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
+    } else {
+      ReportError(fmt::format("key statement refused: {}", refreshed.error().ToString()));
+    }
   }
-  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, api_.GetBlob(ref));  // size and hash checked
-  CountTransfer(bytes.size(), 0);
-  state_.CacheBlob(ref.id, bytes);
-  return bytes;
+  return signer_ok;
+}
+
+common::Result<std::filesystem::path> Runner::FetchBlob(const common::BlobRef& ref,
+                                                        const std::atomic<bool>& stop,
+                                                        int& retries) {
+  if (!common::IsContentId(ref.id)) {
+    return MakeError(Errc::kMalformed, "manifest names a bad blob id");
+  }
+  const std::filesystem::path path = state_.dir() / "blobs" / ref.id;
+  std::error_code ec;
+  // A cached file of the right size is used as is: the worker checks its hash before use.
+  if (std::filesystem::file_size(path, ec) == ref.size && !ec) return path;
+  auto fetched = WithRetry(
+      [&]() -> common::Status {
+        std::uint64_t received = 0;
+        auto s = api_.DownloadBlob(ref, path, &received);  // resumes a partial download
+        CountTransfer(received, 0);
+        return s;
+      },
+      options_.max_backoff_s, stop, retries);
+  if (!fetched) return fetched.error();
+  return path;
+}
+
+Runner::Step Runner::GiveUp(std::int64_t unit_id, const std::string& message) {
+  ReportError(message);
+  if (auto s = journal_->Finish(unit_id, /*acknowledged=*/false, message); !s) {
+    spdlog::error("unit {}: cannot record its end: {}", unit_id, s.error().ToString());
+  }
+  return Step::kRefused;
 }
 
 Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) {
+  if (!journal_) {
+    auto journal = UnitJournal::Open(state_.dir());
+    if (!journal) {
+      summary.fatal = journal.error();
+      return Step::kFatal;
+    }
+    journal_.emplace(std::move(*journal));
+  }
+  // Units held from before (a crash, a restart, a pause) are finished before new work is asked.
+  auto pending = journal_->Pending();
+  if (!pending) {
+    summary.fatal = pending.error();
+    return Step::kFatal;
+  }
+  if (!pending->empty()) {
+    ++summary.units_resumed;
+    spdlog::info("continuing unit {} from phase {}", pending->front().unit_id,
+                 PhaseName(pending->front().phase));
+    return ContinueUnit(pending->front(), summary, stop);
+  }
+
   common::WorkRequest request;
   request.kinds = options_.kinds;
   auto work = api_.RequestWork(request);
@@ -213,22 +270,7 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
   const common::SignedEnvelope& envelope = **work;
 
   // The signature is checked before the manifest is parsed: a proxy or mirror cannot forge work.
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-  auto signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
-  if (!signer_ok && rooted_) {
-    // Perhaps the coordinator rotated its key (or our statement expired): ask for the current
-    // statement, which must pass the root's rules, and check once more.
-    auto refreshed = RefreshRootedTrust(api_, state_, trusted_.root, now);
-    if (refreshed) {
-      trusted_ = *refreshed;
-      signer_ok = common::VerifyManifestSigner(trusted_, envelope, now);
-    } else {
-      ReportError(fmt::format("key statement refused: {}", refreshed.error().ToString()));
-    }
-  }
-  if (!signer_ok) {
+  if (auto signer_ok = VerifySigner(envelope); !signer_ok) {
     ReportError(fmt::format("refusing manifest: {}", signer_ok.error().ToString()));
     return Step::kRefused;
   }
@@ -237,13 +279,40 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     ReportError(fmt::format("refusing manifest: {}", manifest.error().ToString()));
     return Step::kRefused;
   }
-  const common::Manifest& m = *manifest;
-  if (m.host_id != host_id_) {
-    ReportError(fmt::format("refusing manifest for host {}", m.host_id));
+  if (manifest->host_id != host_id_) {
+    ReportError(fmt::format("refusing manifest for host {}", manifest->host_id));
     return Step::kRefused;
   }
-  spdlog::info("unit {} ({} job {} round {} attempt {}) with {} threads", m.unit_id, m.kind,
-               m.job_id, m.round, m.attempt, unit_threads_);
+  // The lease is on disk before anything is done with it.
+  if (auto begun = journal_->Begin(manifest->unit_id, envelope, NowSeconds()); !begun) {
+    ReportError(fmt::format("unit {}: cannot record the lease: {}", manifest->unit_id,
+                            begun.error().ToString()));
+    return Step::kRefused;
+  }
+  tampered_ = false;
+  return ContinueUnit(UnitRecord{manifest->unit_id, UnitPhase::kLeased, 0, NowSeconds()}, summary,
+                      stop);
+}
+
+Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
+                                  const std::atomic<bool>& stop) {
+  const std::int64_t unit_id = record.unit_id;
+  auto envelope = journal_->LoadManifest(unit_id);
+  if (!envelope)
+    return GiveUp(unit_id, "unit " + std::to_string(unit_id) + ": " + envelope.error().ToString());
+  // Verified again: the file is read back from disk.
+  if (auto signer_ok = VerifySigner(*envelope); !signer_ok) {
+    return GiveUp(unit_id, fmt::format("unit {}: manifest no longer verifies: {}", unit_id,
+                                       signer_ok.error().ToString()));
+  }
+  auto parsed = common::ParseManifest(envelope->payload);
+  if (!parsed || parsed->unit_id != unit_id || parsed->host_id != host_id_) {
+    return GiveUp(unit_id, fmt::format("unit {}: stored manifest is not this unit's", unit_id));
+  }
+  const common::Manifest& m = *parsed;
+  const std::string manifest_hash = common::PayloadHash(*envelope);
+  spdlog::info("unit {} ({} job {} round {} attempt {}): {} with {} threads", m.unit_id, m.kind,
+               m.job_id, m.round, m.attempt, PhaseName(record.phase), unit_threads_);
   const std::int64_t total_steps =
       m.kind == common::kUnitFinetune ? std::max<std::int64_t>(1, m.params.local_steps) : 1;
   if (options_.control != nullptr) {
@@ -252,106 +321,198 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
         m.unit_id, m.kind, m.job_id, m.round, total_steps,
         per_step == seconds_per_step_.end() ? 0.0 : per_step->second * total_steps);
   }
+  const auto advance = [&](UnitPhase next) {
+    auto s = journal_->Advance(record, next);
+    if (!s) spdlog::error("unit {}: cannot save phase: {}", unit_id, s.error().ToString());
+    return static_cast<bool>(s);
+  };
 
-  auto model =
-      WithRetry([&] { return FetchBlob(m.model); }, options_.max_backoff_s, stop, summary.retries);
-  auto data = model ? WithRetry([&] { return FetchBlob(m.data); }, options_.max_backoff_s, stop,
-                                summary.retries)
-                    : common::Result<common::Bytes>(model.error());
-  if (!model || !data) {
-    ReportError(fmt::format("unit {}: cannot fetch inputs: {}", m.unit_id,
-                            (!model ? model.error() : data.error()).ToString()));
-    return Step::kRefused;
-  }
-  // A lazy (stale) host does no training: it answers with the update of an earlier unit.
-  const KeptUpdate* stale = adversary_memory_.StaleUpdate(m.kind);
-  ProgressFn progress;
-  if (options_.control != nullptr) {
-    options_.control->SetPhase("executing");
-    progress = [control = options_.control](std::int64_t done, std::int64_t total) {
-      control->SetProgress(done, total);
-    };
-  }
-  auto output = stale ? common::Result<UnitOutput>(
-                            UnitOutput{stale->update, stale->metrics, stale->wall_seconds})
-                      : ExecuteUnit(m, *model, *data, unit_threads_, options_.adversary, progress);
+  // leased/fetched -> executed: the output is on disk.
+  std::optional<UnitOutput> output;
+  if (record.phase >= UnitPhase::kExecuted) output = LoadUnitOutput(journal_->Dir(unit_id));
   if (!output) {
-    ReportError(fmt::format("unit {}: execution failed: {}", m.unit_id, output.error().ToString()));
-    return Step::kRefused;
-  }
-  if (stale) {
-    ++summary.stale_updates;
-  } else {
-    seconds_per_step_[m.kind] = output->wall_seconds / static_cast<double>(total_steps);
-    if (output->update) {
-      adversary_memory_.KeepUpdate(m.kind, *output->update, output->metrics, output->wall_seconds);
+    if (options_.control != nullptr) options_.control->SetPhase("downloading");
+    auto model = FetchBlob(m.model, stop, summary.retries);
+    auto data = model ? FetchBlob(m.data, stop, summary.retries)
+                      : common::Result<std::filesystem::path>(model.error());
+    if (!model || !data) {
+      const common::Error& e = !model ? model.error() : data.error();
+      if (stop || IsRetryable(e)) return Step::kStopped;
+      return GiveUp(unit_id,
+                    fmt::format("unit {}: cannot fetch inputs: {}", unit_id, e.ToString()));
     }
-  }
-  if (options_.control != nullptr) options_.control->SetPhase("uploading");
+    if (record.phase == UnitPhase::kLeased && !advance(UnitPhase::kFetched)) return Step::kRetry;
 
-  common::ResultPayload result;
-  result.unit_id = m.unit_id;
-  result.host_id = host_id_;
-  result.attempt = m.attempt;
-  result.manifest_hash = common::PayloadHash(envelope);
-  result.kind = m.kind;
-  result.metrics = output->metrics;
-  result.wall_seconds = output->wall_seconds;
+    // A lazy (stale) host does no training: it answers with the update of an earlier unit.
+    if (const KeptUpdate* stale = adversary_memory_.StaleUpdate(m.kind)) {
+      output = UnitOutput{stale->update, stale->metrics, stale->wall_seconds};
+      ++summary.stale_updates;
+    } else {
+      if (options_.control != nullptr) options_.control->SetPhase("executing");
+      ++record.worker_starts;
+      if (!journal_->Save(record)) return Step::kRetry;
+      ExecutionRequest request;
+      request.unit_dir = journal_->Dir(unit_id);
+      request.manifest_hash = manifest_hash;
+      request.manifest = &m;
+      request.model_blob = *model;
+      request.data_blob = *data;
+      request.threads = unit_threads_;
+      request.memory_limit_bytes = unit_memory_mb_ << 20;
+      request.checkpoint_every = options_.checkpoint_every;
+      request.adversary = options_.adversary;
+      if (options_.control != nullptr) {
+        request.progress = [control = options_.control](std::int64_t done, std::int64_t total) {
+          control->SetProgress(done, total);
+        };
+      }
+      ControlState* const control = options_.control;
+      request.should_stop = [&stop, control] {
+        return stop.load() || (control != nullptr && control->paused());
+      };
+      ExecutionResult executed = options_.executor->Execute(request);
+      switch (executed.end) {
+        case ExecutionEnd::kDone:
+          break;
+        case ExecutionEnd::kStopped:
+          ++summary.units_interrupted;
+          spdlog::info("unit {}: stopped ({}); it continues from its checkpoint later", unit_id,
+                       executed.message);
+          return Step::kStopped;
+        case ExecutionEnd::kFailed:
+          return GiveUp(unit_id,
+                        fmt::format("unit {}: execution failed: {}", unit_id, executed.message));
+        case ExecutionEnd::kCrashed:
+          if (record.worker_starts >= options_.max_worker_starts) {
+            return GiveUp(unit_id, fmt::format("unit {}: worker crashed {} times, last: {}",
+                                               unit_id, record.worker_starts, executed.message));
+          }
+          ReportError(
+              fmt::format("unit {}: worker crashed ({}); trying again", unit_id, executed.message));
+          return Step::kRetry;
+      }
+      output = std::move(executed.output);
+      if (!output)
+        return GiveUp(unit_id, fmt::format("unit {}: executor returned no output", unit_id));
+      if (executed.resumed_from_step == 0) {
+        seconds_per_step_[m.kind] = output->wall_seconds / static_cast<double>(total_steps);
+      }
+      if (output->update) {
+        adversary_memory_.KeepUpdate(m.kind, *output->update, output->metrics,
+                                     output->wall_seconds);
+      }
+    }
+    // The stale answer is saved like any other, so a crash cannot change it.
+    if (auto saved = SaveUnitOutput(journal_->Dir(unit_id), *output); !saved) {
+      ReportError(
+          fmt::format("unit {}: cannot save its output: {}", unit_id, saved.error().ToString()));
+      return Step::kRetry;
+    }
+    if (!advance(UnitPhase::kExecuted)) return Step::kRetry;
+  }
+
+  // executed -> uploaded: the update is on the coordinator.
+  if (options_.control != nullptr) options_.control->SetPhase("uploading");
+  std::optional<common::BlobRef> update_ref;
   if (output->update) {
     const common::EncodedBlob& update = *output->update;
-    std::string id = common::ContentId(update.bytes);
-    auto put = WithRetry([&] { return api_.PutBlob(id, update.bytes); }, options_.max_backoff_s,
-                         stop, summary.retries);
-    if (!put) {
-      ReportError(
-          fmt::format("unit {}: update upload failed: {}", m.unit_id, put.error().ToString()));
-      return Step::kRefused;
-    }
-    CountTransfer(0, update.bytes.size());
-    result.update = common::BlobRef{id, update.bytes.size(), update.raw_size};
+    update_ref =
+        common::BlobRef{common::ContentId(update.bytes), update.bytes.size(), update.raw_size};
   }
-  // Signed once; every retry sends these exact bytes, so the coordinator sees a duplicate, not
-  // a second result. An honest host signs `result` itself; an adversary may answer otherwise.
-  const AdversaryAnswer answer = adversary_memory_.Answer(key_, result);
-  const common::SignedEnvelope& signed_result = answer.envelope;
+  if (record.phase == UnitPhase::kExecuted) {
+    if (output->update) {
+      auto put = WithRetry(
+          [&]() -> common::Status {
+            std::uint64_t sent = 0;
+            auto s = api_.UploadBlob(update_ref->id, output->update->bytes, &sent);
+            CountTransfer(0, sent);
+            return s;
+          },
+          options_.max_backoff_s, stop, summary.retries);
+      if (!put) {
+        if (stop || IsRetryable(put.error())) return Step::kStopped;
+        return GiveUp(unit_id, fmt::format("unit {}: update upload failed: {}", unit_id,
+                                           put.error().ToString()));
+      }
+    }
+    if (!advance(UnitPhase::kUploaded)) return Step::kRetry;
+  }
+
+  // uploaded -> signed: signed once and saved; every retry sends these exact bytes, so the
+  // coordinator sees a duplicate, not a second result. An honest host signs `result` itself;
+  // an adversary may answer otherwise.
+  if (record.phase == UnitPhase::kUploaded) {
+    common::ResultPayload result;
+    result.unit_id = m.unit_id;
+    result.host_id = host_id_;
+    result.attempt = m.attempt;
+    result.manifest_hash = manifest_hash;
+    result.kind = m.kind;
+    result.metrics = output->metrics;
+    result.wall_seconds = output->wall_seconds;
+    result.update = update_ref;
+    const AdversaryAnswer answer = adversary_memory_.Answer(key_, result);
+    tampered_ = answer.tampered;
+    if (auto saved = journal_->SaveResult(unit_id, answer.envelope); !saved) {
+      ReportError(
+          fmt::format("unit {}: cannot save its result: {}", unit_id, saved.error().ToString()));
+      return Step::kRetry;
+    }
+    if (!advance(UnitPhase::kSigned)) return Step::kRetry;
+  }
+
+  // signed -> acknowledged.
+  auto signed_result = journal_->LoadResult(unit_id);
+  if (!signed_result) {
+    return GiveUp(unit_id, fmt::format("unit {}: saved result unreadable: {}", unit_id,
+                                       signed_result.error().ToString()));
+  }
   ++summary.results_submitted;
-  auto ack = WithRetry([&] { return api_.PostResult(signed_result); }, options_.max_backoff_s, stop,
-                       summary.retries);
+  auto ack = WithRetry([&] { return api_.PostResult(*signed_result); }, options_.max_backoff_s,
+                       stop, summary.retries);
   // An answer, even a refusal, means the coordinator received the envelope.
   if (ack || !IsRetryable(ack.error())) {
-    CountTransfer(0, common::SerializeEnvelope(signed_result).size());
+    CountTransfer(0, common::SerializeEnvelope(*signed_result).size());
   }
   if (!ack) {
+    if (IsRetryable(ack.error())) return Step::kStopped;  // stopped while retrying: kept on disk
     const bool refused = IsRefusal(ack.error());
     if (refused) ++summary.results_rejected;
-    if (answer.tampered && refused) {
-      spdlog::warn("unit {}: tampered result refused: {}", m.unit_id, ack.error().ToString());
+    if (tampered_ && refused) {
+      spdlog::warn("unit {}: tampered result refused: {}", unit_id, ack.error().ToString());
+      (void)journal_->Finish(unit_id, false, "tampered result refused");
       return Step::kTampered;
     }
-    ReportError(fmt::format("unit {}: result refused: {}", m.unit_id, ack.error().ToString()));
-    return Step::kRefused;
+    return GiveUp(unit_id,
+                  fmt::format("unit {}: result refused: {}", unit_id, ack.error().ToString()));
   }
   if (ack->status == "accepted") {
     ++summary.results_accepted;
   } else {
     ++summary.results_duplicate;
   }
-  if (answer.tampered) {
-    spdlog::warn("unit {}: tampered result answered '{}'", m.unit_id, ack->status);
+  if (auto finished = journal_->Finish(unit_id, /*acknowledged=*/true, ack->status); !finished) {
+    // The coordinator has the result: a retry after a restart is answered "duplicate".
+    spdlog::error("unit {}: acknowledged, but not recorded: {}", unit_id,
+                  finished.error().ToString());
+  }
+  if (tampered_) {
+    spdlog::warn("unit {}: tampered result answered '{}'", unit_id, ack->status);
     return Step::kTampered;
   }
   if (m.kind == common::kUnitEval) {
     ++summary.eval_units;
     spdlog::info("unit {} done: eval loss {:.4f} accuracy {:.4f} on {} samples ({})", m.unit_id,
-                 result.metrics.loss, result.metrics.accuracy, result.metrics.samples, ack->status);
+                 output->metrics.loss, output->metrics.accuracy, output->metrics.samples,
+                 ack->status);
   } else {
     ++summary.finetune_units;
     const auto& u = *output->update;
     spdlog::info(
         "unit {} done: loss {:.4f} -> {:.4f}, update {} bytes ({} as fp32, {:.1f}x), {:.2f}s ({})",
-        m.unit_id, result.metrics.first_loss, result.metrics.loss, u.bytes.size(), u.fp32_size,
+        m.unit_id, output->metrics.first_loss, output->metrics.loss, u.bytes.size(), u.fp32_size,
         static_cast<double>(u.fp32_size) / std::max<std::size_t>(1, u.bytes.size()),
-        result.wall_seconds, ack->status);
+        output->wall_seconds, ack->status);
   }
   return Step::kDone;
 }
@@ -449,6 +610,10 @@ RunDecision Runner::DecideNow() {
 
 RunSummary Runner::Run(const std::atomic<bool>& stop) {
   RunSummary summary;
+  if (!options_.executor) {
+    summary.fatal = MakeError(Errc::kInvalidArgument, "the runner has no executor");
+    return summary;
+  }
   Backoff backoff(options_.max_backoff_s);
   std::mt19937_64 rng(std::random_device{}());
   int idle = 0;
@@ -460,8 +625,9 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
     }
     if (control != nullptr) {
       RefreshContribution();
-      // Both flags are looked at only here, between units: a unit in progress is always
-      // finished and reported, so its lease is never abandoned.
+      // Finish is looked at only here, between units: the unit in progress is finished and
+      // reported. Pause also stops a unit in progress (ExecutionRequest::should_stop), which
+      // stays on disk and continues from its checkpoint once resumed.
       if (control->finish_requested()) {
         spdlog::info("finish requested: stopping after {} units", summary.units_done);
         summary.finished_on_request = true;
@@ -484,13 +650,13 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
       }
       const int threads = static_cast<int>(decision.threads);
       if (!allowed_logged_ || !waiting_.empty() || threads != unit_threads_) {
-        // Memory is reported, not enforced: that needs a separate worker process.
         spdlog::info("may work: {} threads, {} MiB memory", threads, decision.memory_mb);
         allowed_logged_ = true;
       }
       waiting_.clear();
       if (control != nullptr) control->SetWaiting({});
       unit_threads_ = threads;
+      unit_memory_mb_ = decision.memory_mb;
     }
     const Step step = RunOne(summary, stop);
     if (control != nullptr) control->EndUnit(step == Step::kDone);
@@ -518,6 +684,11 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
       case Step::kRefused:
         ++summary.units_refused;
         SleepFor(backoff.Next(), stop);
+        break;
+      case Step::kStopped:
+        // Paused or stopping: the unit stays on disk and continues from its checkpoint. Only
+        // a stop without either flag (which should not happen) is slowed down here.
+        if (!stop && (control == nullptr || !control->paused())) SleepFor(backoff.Next(), stop);
         break;
       case Step::kFatal:
         return summary;

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace ubcp::common {
@@ -63,6 +65,29 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view c
     ::close(dir_fd);
   }
   return {};
+}
+
+Result<std::optional<std::string>> ReadFileAtMost(const std::filesystem::path& path,
+                                                  std::size_t max_bytes) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (status.type() == fs::file_type::not_found) return std::optional<std::string>();
+  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
+  if (!fs::is_regular_file(status)) {
+    return MakeError(Errc::kIo, path.string() + " is not a regular file");
+  }
+  const auto size = fs::file_size(path, ec);
+  if (ec) return MakeError(Errc::kIo, "cannot stat " + path.string() + ": " + ec.message());
+  if (size > max_bytes) return MakeError(Errc::kTooLarge, path.string() + " is too large");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return MakeError(Errc::kIo, "cannot read " + path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (!in && !in.eof()) return MakeError(Errc::kIo, "cannot read " + path.string());
+  std::string text = ss.str();
+  if (text.size() > max_bytes) return MakeError(Errc::kTooLarge, path.string() + " is too large");
+  return std::optional<std::string>(std::move(text));
 }
 
 }  // namespace ubcp::common

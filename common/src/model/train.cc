@@ -11,10 +11,14 @@
 #include <exception>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ubcp/common/model.h"
+#include "ubcp/common/train_checkpoint.h"
 
 namespace ubcp::common {
 namespace {
@@ -107,6 +111,9 @@ Status CheckParams(const TrainParams& p) {
   if (p.threads < 0 || p.threads > kMaxThreads) {
     return MakeError(Errc::kInvalidArgument, "threads out of range");
   }
+  if (p.checkpoint_every < 0 || p.checkpoint_every > kMaxLocalSteps) {
+    return MakeError(Errc::kInvalidArgument, "checkpoint_every out of range");
+  }
   return {};
 }
 
@@ -179,6 +186,10 @@ class BatchSampler {
     for (std::int64_t i = 0; i < rows; ++i) perm_[i] = i;
     Shuffle(perm_, rng_);
   }
+  // Draws `batches` batches and drops them: where a resumed run's order continues.
+  void Skip(int batches, int batch) {
+    for (int i = 0; i < batches; ++i) Next(batch);
+  }
   std::vector<std::int64_t> Next(int batch) {
     std::vector<std::int64_t> out(batch);
     for (int i = 0; i < batch; ++i) {
@@ -197,6 +208,86 @@ class BatchSampler {
   std::size_t pos_ = 0;
 };
 
+// Optimizer::state() is keyed by to_string(TensorImpl*) in libtorch 1.x and by the TensorImpl*
+// itself in 2.x; the key is built the way the installed libtorch builds it, from the map's key
+// type. The string form is what 1.x's c10::guts::to_string writes (operator<< of the pointer);
+// a key that step() would not find is caught after the next step (state size check).
+using StateMap = std::remove_cvref_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+
+template <class Map = StateMap>
+typename Map::key_type StateKey(const torch::Tensor& param) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;
+    key << param.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
+
+// An owned, contiguous fp32 copy of a checked tensor.
+torch::Tensor OwnedTensor(const NamedTensor& t) { return FloatView(t).clone(); }
+
+// Copies the optimizer's per-parameter state out in OptimizerStateLayout order. kInternal if the
+// optimizer does not hold the state that layout promises.
+Result<TensorList> CaptureOptimizerState(torch::optim::Optimizer& opt, const TrainParams& params,
+                                         const std::vector<std::string>& names, int step) {
+  TensorList out;
+  const auto& group = opt.param_groups().at(0).params();
+  if (params.optimizer == Optimizer::kSgd && params.momentum == 0) return out;
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    auto found = opt.state().find(StateKey(group[i]));
+    if (found == opt.state().end()) {
+      return MakeError(Errc::kInternal, "optimizer holds no state for '" + names[i] + "'");
+    }
+    if (params.optimizer == Optimizer::kAdam) {
+      const auto& st = static_cast<const torch::optim::AdamParamState&>(*found->second);
+      if (st.step() != step) {
+        return MakeError(Errc::kInternal, "Adam step count of '" + names[i] + "' is not the step");
+      }
+      out.push_back(ToNamed(names[i] + ".exp_avg", st.exp_avg()));
+      out.push_back(ToNamed(names[i] + ".exp_avg_sq", st.exp_avg_sq()));
+    } else {
+      const auto& st = static_cast<const torch::optim::SGDParamState&>(*found->second);
+      out.push_back(ToNamed(names[i] + ".momentum_buffer", st.momentum_buffer()));
+    }
+  }
+  return out;
+}
+
+// Puts a checked checkpoint's state into a fresh optimizer, where step() would otherwise have
+// created it (keyed as step() looks it up).
+void RestoreOptimizerState(torch::optim::Optimizer& opt, const TrainParams& params,
+                           const TrainCheckpoint& checkpoint) {
+  const auto& group = opt.param_groups().at(0).params();
+  const TensorList& state = checkpoint.optimizer_state;
+  if (params.optimizer == Optimizer::kAdam) {
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      auto st = std::make_unique<torch::optim::AdamParamState>();
+      st->step(static_cast<std::remove_cvref_t<decltype(st->step())>>(checkpoint.step));
+      st->exp_avg(OwnedTensor(state[2 * i]));
+      st->exp_avg_sq(OwnedTensor(state[2 * i + 1]));
+      opt.state()[StateKey(group[i])] = std::move(st);
+    }
+  } else if (!state.empty()) {
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      auto st = std::make_unique<torch::optim::SGDParamState>();
+      st->momentum_buffer(OwnedTensor(state[i]));
+      opt.state()[StateKey(group[i])] = std::move(st);
+    }
+  }
+}
+
+bool AllFinite(const TensorList& tensors) {
+  for (const NamedTensor& t : tensors) {
+    for (float v : t.f32) {
+      if (!std::isfinite(v)) return false;
+    }
+  }
+  return true;
+}
+
 Error FromException(const std::exception& e) {
   return MakeError(Errc::kInternal, std::string("libtorch: ") + e.what());
 }
@@ -210,9 +301,12 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
   torch::Tensor x_all = DataX(x);
   torch::Tensor y_all = ByteView(y);
 
+  const TrainCheckpoint* resume = params.resume;
   auto net = std::make_shared<ZooNet>(spec);
-  UBCP_RETURN_IF_ERROR(LoadWeights(*net, weights));
+  UBCP_RETURN_IF_ERROR(LoadWeights(*net, resume ? resume->weights : weights));
   net->train();
+  std::vector<std::string> names;
+  for (const NamedTensor& w : weights) names.push_back(w.name);
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (params.optimizer == Optimizer::kAdam) {
     opt = std::make_unique<torch::optim::Adam>(
@@ -226,7 +320,17 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
 
   TrainOutcome outcome;
   BatchSampler sampler(y.shape[0], params.seed);
-  for (int step = 0; step < params.local_steps; ++step) {
+  int first_step = 0;
+  if (resume) {
+    RestoreOptimizerState(*opt, params, *resume);
+    sampler.Skip(resume->step, params.batch_size);
+    first_step = resume->step;
+    outcome.first_loss = resume->first_loss;
+    outcome.last_loss = resume->last_loss;
+  }
+  const std::size_t state_entries =
+      OptimizerStateLayout(spec, params.optimizer, params.momentum).size();
+  for (int step = first_step; step < params.local_steps; ++step) {
     std::vector<std::int64_t> rows = sampler.Next(params.batch_size);
     torch::Tensor idx = torch::from_blob(rows.data(), {params.batch_size}, torch::kLong);
     torch::Tensor xb = Gather(x_all, is_u8, idx);
@@ -235,10 +339,42 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
     torch::Tensor loss = F::cross_entropy(net->Forward(xb), yb);
     loss.backward();
     opt->step();
+    // A restored state under a key step() does not look up would be silently replaced by a
+    // fresh one: the map would then hold more entries than parameters.
+    const std::size_t per_param = params.optimizer == Optimizer::kAdam ? 2 : 1;
+    if (opt->state().size() * per_param != state_entries) {
+      return MakeError(Errc::kInternal, "optimizer state does not match its parameters");
+    }
     const double value = loss.item<double>();
     if (step == 0) outcome.first_loss = value;
     outcome.last_loss = value;
     if (params.progress) params.progress(step + 1, params.local_steps);
+    const int done = step + 1;
+    if (done == params.local_steps) break;  // the outcome itself is the last state
+    const bool due = params.checkpoint_every > 0 && done % params.checkpoint_every == 0;
+    const bool stop = params.should_stop && params.should_stop();
+    if (params.on_checkpoint && (due || stop)) {
+      TrainCheckpoint checkpoint;
+      checkpoint.step = done;
+      checkpoint.optimizer = params.optimizer;
+      auto current = net->named_parameters(/*recurse=*/true);
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        checkpoint.weights.push_back(ToNamed(names[i], current[i].value()));
+      }
+      UBCP_ASSIGN_OR_RETURN(checkpoint.optimizer_state,
+                            CaptureOptimizerState(*opt, params, names, done));
+      checkpoint.first_loss = outcome.first_loss;
+      checkpoint.last_loss = outcome.last_loss;
+      if (AllFinite(checkpoint.weights) && AllFinite(checkpoint.optimizer_state) &&
+          std::isfinite(checkpoint.first_loss) && std::isfinite(checkpoint.last_loss)) {
+        UBCP_RETURN_IF_ERROR(params.on_checkpoint(checkpoint));
+      }
+    }
+    if (stop) {
+      return MakeError(Errc::kUnavailable, "training stopped on request after step " +
+                                               std::to_string(done) + " of " +
+                                               std::to_string(params.local_steps));
+    }
   }
   outcome.samples = std::int64_t{params.local_steps} * params.batch_size;
 
@@ -259,7 +395,7 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
 
 Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& weights,
                                     const TensorList& data, int threads,
-                                    const LoopProgress& progress) {
+                                    const LoopProgress& progress, const StopRequest& should_stop) {
   ApplyThreads(threads);
   const NamedTensor& x = *FindTensor(data, "x");
   const NamedTensor& y = *FindTensor(data, "y");
@@ -286,6 +422,9 @@ Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& wei
                     .item<double>();
     correct += logits.argmax(1).eq(yb).sum().item<std::int64_t>();
     if (progress) progress(++batch, batches);
+    if (batch < batches && should_stop && should_stop()) {
+      return MakeError(Errc::kUnavailable, "evaluation stopped on request");
+    }
   }
   EvalOutcome outcome;
   outcome.samples = rows;
@@ -301,6 +440,7 @@ Result<TrainOutcome> TrainShard(const ModelSpec& spec, const TensorList& weights
   UBCP_RETURN_IF_ERROR(CheckParams(params));
   UBCP_RETURN_IF_ERROR(CheckDataShard(spec, data));
   UBCP_RETURN_IF_ERROR(CheckWeights(spec, weights));
+  if (params.resume) UBCP_RETURN_IF_ERROR(CheckCheckpoint(spec, params, *params.resume));
   try {
     return TrainChecked(spec, weights, data, params);
   } catch (const std::exception& e) {  // c10::Error derives from std::exception
@@ -313,14 +453,15 @@ int EvalBatches(std::int64_t rows) {
 }
 
 Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,
-                             const TensorList& data, int threads, const LoopProgress& progress) {
+                             const TensorList& data, int threads, const LoopProgress& progress,
+                             const StopRequest& should_stop) {
   if (threads < 0 || threads > kMaxThreads) {
     return MakeError(Errc::kInvalidArgument, "threads out of range");
   }
   UBCP_RETURN_IF_ERROR(CheckDataShard(spec, data));
   UBCP_RETURN_IF_ERROR(CheckWeights(spec, weights));
   try {
-    return EvaluateChecked(spec, weights, data, threads, progress);
+    return EvaluateChecked(spec, weights, data, threads, progress, should_stop);
   } catch (const std::exception& e) {
     return FromException(e);
   }

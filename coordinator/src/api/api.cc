@@ -5,9 +5,11 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <optional>
 #include <vector>
 
 #include "ubcp/common/wire.h"
+#include "ubcp/coordinator/byte_range.h"
 
 namespace ubcp::coordinator {
 using common::Errc;
@@ -65,6 +67,10 @@ HttpResponse Bytes(common::Bytes bytes) {
   r.content_type = "application/octet-stream";
   r.body.assign(bytes.begin(), bytes.end());
   return r;
+}
+
+std::string UploadStateJson(std::string_view id, const UploadState& state) {
+  return boost::json::serialize(boost::json::object{{"id", id}, {"received", state.received}});
 }
 
 std::string_view BearerToken(std::string_view authorization) {
@@ -184,7 +190,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   }
   const bool host_route =
       (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||
-      (m == "PUT" && n == 2 && parts[0] == "blobs");
+      (m == "PUT" && n == 2 && parts[0] == "blobs") ||
+      (m == "GET" && n == 2 && parts[0] == "uploads");
   if (host_route) {
     auto host = coordinator_.AuthenticateHost(token);
     if (!host) return ErrorResponse(host.error());
@@ -201,6 +208,12 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       if (!ack) return ErrorResponse(ack.error());
       return Json(200, common::SerializeResultAck(*ack));
     }
+    if (parts[0] == "uploads") {
+      auto progress = coordinator_.UploadProgress(*host, std::string(parts[1]));
+      if (!progress) return ErrorResponse(progress.error());
+      return Json(200, UploadStateJson(parts[1], *progress));
+    }
+    if (!req.content_range.empty()) return PutBlobChunk(*host, std::string(parts[1]), req);
     auto stored = coordinator_.UploadBlob(*host, std::string(parts[1]), common::AsBytes(req.body));
     if (!stored) return ErrorResponse(stored.error());
     return Json(201, boost::json::serialize(boost::json::object{{"id", parts[1]}}));
@@ -212,9 +225,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     if (!coordinator_.AuthenticateHost(token) && !coordinator_.AuthenticateAccount(token)) {
       return ErrorResponse(MakeError(Errc::kUnauthorized, "unknown token"));
     }
-    auto bytes = coordinator_.ReadBlob(std::string(parts[1]));
-    if (!bytes) return ErrorResponse(bytes.error());
-    return Bytes(std::move(*bytes));
+    return GetBlob(std::string(parts[1]), req.range);
   }
 
   // ---- recipient routes: account token ----
@@ -294,6 +305,61 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     }
   }
   return ErrorResponse(MakeError(Errc::kNotFound, "unknown route"));
+}
+
+HttpResponse Api::GetBlob(const std::string& id, std::string_view range_header) {
+  // A Range header that is absent, malformed, of another unit or with several ranges is ignored
+  // and the whole blob sent (RFC 9110 14.2).
+  const auto range = range_header.empty() ? std::nullopt : ParseRangeHeader(range_header);
+  if (!range) {
+    auto bytes = coordinator_.ReadBlob(id);
+    if (!bytes) return ErrorResponse(bytes.error());
+    HttpResponse r = Bytes(std::move(*bytes));
+    r.headers.emplace_back("Accept-Ranges", "bytes");
+    return r;
+  }
+  auto total = coordinator_.BlobSize(id);
+  if (!total) return ErrorResponse(total.error());
+  const auto slice = ResolveRange(*range, *total);
+  if (!slice) {
+    HttpResponse r = Json(416, common::SerializeError(MakeError(
+                                   Errc::kInvalidArgument, "range not satisfiable for a blob of " +
+                                                               std::to_string(*total) + " bytes")));
+    r.headers.emplace_back("Content-Range", UnsatisfiedContentRange(*total));
+    return r;
+  }
+  auto bytes = coordinator_.ReadBlobRange(id, slice->first, slice->length());
+  if (!bytes) return ErrorResponse(bytes.error());
+  if (bytes->size() != slice->length()) {
+    // The file is shorter than its size a moment ago: a blob never changes, so this is damage.
+    return ErrorResponse(MakeError(Errc::kIo, "blob " + id + " changed size while read"));
+  }
+  HttpResponse r = Bytes(std::move(*bytes));
+  r.status = 206;
+  r.headers.emplace_back("Accept-Ranges", "bytes");
+  r.headers.emplace_back("Content-Range", ContentRangeHeader(*slice));
+  return r;
+}
+
+HttpResponse Api::PutBlobChunk(const HostRecord& host, const std::string& id,
+                               const HttpRequest& req) {
+  auto range = ParseContentRange(req.content_range);
+  if (!range) return ErrorResponse(range.error());
+  auto state = coordinator_.UploadBlobChunk(host, id, *range, common::AsBytes(req.body));
+  if (!state) {
+    HttpResponse r = ErrorResponse(state.error());
+    if (state.error().code == Errc::kConflict) {
+      // Where the client should resume (it may also ask GET /v1/uploads/{id}).
+      if (auto progress = coordinator_.UploadProgress(host, id)) {
+        r.headers.emplace_back("Upload-Offset", std::to_string(progress->received));
+      }
+    }
+    return r;
+  }
+  if (state->complete) {
+    return Json(201, boost::json::serialize(boost::json::object{{"id", id}}));
+  }
+  return Json(202, UploadStateJson(id, *state));
 }
 
 }  // namespace ubcp::coordinator

@@ -2,12 +2,15 @@
 #include "ubcp/coordinator/blob_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <system_error>
 
 #include "ubcp/common/crypto.h"
@@ -18,6 +21,46 @@ using common::Errc;
 using common::MakeError;
 
 namespace {
+
+// Closes the descriptor when it goes out of scope.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Reads exactly out.size() bytes at `offset`. kIo on failure or a file shorter than that.
+common::Status PreadFully(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                          const std::string& what) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return MakeError(Errc::kIo, "read " + what + ": " + std::strerror(errno));
+    if (n == 0) return MakeError(Errc::kIo, "read " + what + ": file ended early");
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// After a rename, the directory entry itself must reach the disk for the blob to survive a
+// power loss.
+common::Status FsyncDirectory(const fs::path& dir) {
+  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0) {
+    return MakeError(Errc::kIo, "fsync " + dir.string() + ": " + std::strerror(errno));
+  }
+  return {};
+}
 
 common::Status WriteFileDurably(const fs::path& path, common::ByteSpan bytes) {
   static std::atomic<unsigned> counter{0};
@@ -48,7 +91,7 @@ common::Status WriteFileDurably(const fs::path& path, common::ByteSpan bytes) {
     fs::remove(tmp, ec);
     return MakeError(Errc::kIo, "rename to " + path.string());
   }
-  return {};
+  return FsyncDirectory(path.parent_path());
 }
 
 }  // namespace
@@ -105,6 +148,67 @@ common::Result<common::Bytes> BlobStore::Get(const std::string& id, std::size_t 
 bool BlobStore::Has(const std::string& id) const {
   std::error_code ec;
   return common::IsContentId(id) && fs::exists(PathOf(id), ec);
+}
+
+common::Result<std::uint64_t> BlobStore::Size(const std::string& id) const {
+  if (!common::IsContentId(id)) return MakeError(Errc::kInvalidArgument, "malformed blob id");
+  std::error_code ec;
+  auto size = fs::file_size(PathOf(id), ec);
+  if (ec) return MakeError(Errc::kNotFound, "no blob " + id);
+  return static_cast<std::uint64_t>(size);
+}
+
+common::Result<common::Bytes> BlobStore::GetRange(const std::string& id, std::uint64_t offset,
+                                                  std::size_t max_len) const {
+  if (!common::IsContentId(id)) return MakeError(Errc::kInvalidArgument, "malformed blob id");
+  ScopedFd fd(::open(PathOf(id).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) return MakeError(Errc::kNotFound, "no blob " + id);
+    return MakeError(Errc::kIo, "open blob " + id + ": " + std::strerror(errno));
+  }
+  // The size of the file that is read, not of whatever the path named a moment before.
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return MakeError(Errc::kIo, "stat blob " + id);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (offset > size) return MakeError(Errc::kInvalidArgument, "offset past the end of " + id);
+  common::Bytes bytes(static_cast<std::size_t>(std::min<std::uint64_t>(size - offset, max_len)));
+  UBCP_RETURN_IF_ERROR(PreadFully(fd.get(), offset, bytes, "blob " + id));
+  return bytes;
+}
+
+common::Status BlobStore::AdoptFile(const std::string& expected_id, const fs::path& source,
+                                    std::size_t max_bytes) const {
+  if (!common::IsContentId(expected_id)) {
+    return MakeError(Errc::kInvalidArgument, "malformed blob id");
+  }
+  ScopedFd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return MakeError(Errc::kIo, "open " + source.string());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return MakeError(Errc::kIo, "stat " + source.string());
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+    return MakeError(Errc::kTooLarge, "staged blob " + expected_id + " is too large");
+  }
+  common::Bytes bytes(static_cast<std::size_t>(st.st_size));
+  UBCP_RETURN_IF_ERROR(PreadFully(fd.get(), 0, bytes, source.string()));
+  if (common::ContentId(bytes) != expected_id) {
+    return MakeError(Errc::kHashMismatch, "blob content does not match id " + expected_id);
+  }
+  const fs::path path = PathOf(expected_id);
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    fs::remove(source, ec);
+    return {};
+  }
+  // The checked bytes are the ones renamed: nobody else writes the source (its owner holds the
+  // lock of its staging area), and the content must be on disk before the id points at it.
+  if (::fsync(fd.get()) != 0) return MakeError(Errc::kIo, "fsync " + source.string());
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) return MakeError(Errc::kIo, "create " + path.parent_path().string());
+  fs::rename(source, path, ec);
+  if (ec) return MakeError(Errc::kIo, "rename to " + path.string() + ": " + ec.message());
+  return FsyncDirectory(path.parent_path());
 }
 
 }  // namespace ubcp::coordinator

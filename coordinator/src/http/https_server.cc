@@ -302,6 +302,8 @@ class Session : public std::enable_shared_from_this<Session> {
     request.target = std::string(message.target());
     request.authorization = std::string(message[http::field::authorization]);
     request.content_type = std::string(message[http::field::content_type]);
+    request.range = std::string(message[http::field::range]);
+    request.content_range = std::string(message[http::field::content_range]);
     request.body = std::move(message.body());
     request.remote = remote_;
     const bool head = message.method() == http::verb::head;

@@ -52,6 +52,8 @@ struct Adversary {
 // "honest", "sign_flip", "scale", "noise", "zeros", "label_flip", "stale", "replay",
 // "wrong_version", "forged"; kInvalidArgument otherwise.
 common::Result<AdversaryMode> ParseAdversaryMode(std::string_view name);
+// The name ParseAdversaryMode reads.
+std::string_view AdversaryModeName(AdversaryMode mode);
 
 // True for replay, wrong_version and forged: modes whose results break the protocol.
 bool IsProtocolAttack(AdversaryMode mode);

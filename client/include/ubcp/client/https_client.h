@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "ubcp/common/result.h"
 
@@ -37,6 +40,30 @@ struct ClientResponse {
   std::string body;
 };
 
+// Header fields as (name, value) pairs, in the order sent or received.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+// The value of the first field called `name` (compared case-insensitively), or nullopt.
+std::optional<std::string_view> FindHeader(const HeaderList& headers, std::string_view name);
+
+// A request with extra header fields (Range, Content-Range, ...). Host, Authorization,
+// Content-Type and the framing fields (Content-Length, Transfer-Encoding, Connection) are the
+// client's own and are refused here (kInvalidArgument), as are names that are not tokens and
+// values with control characters.
+struct ClientRequest {
+  std::string_view method = "GET";
+  std::string_view target = "/";
+  std::string_view body = {};
+  std::string_view content_type = "application/json";
+  std::string_view bearer_token = {};
+  HeaderList headers = {};
+};
+
+// A response with all of its header fields.
+struct ClientReply {
+  ClientResponse response;
+  HeaderList headers;
+};
+
 class HttpsClient {
  public:
   // kInvalidArgument when the CA file cannot be loaded (and verification is on).
@@ -50,6 +77,11 @@ class HttpsClient {
                                                  std::string_view body = {},
                                                  std::string_view content_type = "application/json",
                                                  std::string_view bearer_token = {}) = 0;
+
+  // Like Request, with extra request headers in and every response header out. This default
+  // serves implementations that cannot send extra headers (test doubles): without extra headers
+  // it forwards to Request (no response headers); with any it fails with kInvalidArgument.
+  virtual common::Result<ClientReply> Send(const ClientRequest& request);
 };
 
 }  // namespace ubcp::client

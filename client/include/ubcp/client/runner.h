@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The donor's work loop: ask for work, verify the manifest's signature (before parsing it)
-// against the trusted coordinator key, fetch and hash-check the blobs, execute, upload the
-// update, sign a result that binds the manifest's hash, and upload it. Network and server
-// failures are retried with exponential backoff and jitter; a retried result is the same
-// signed envelope, so the coordinator counts it once.
+// against the trusted coordinator key, record the lease on disk (unit_journal.h), fetch the
+// blobs (resuming partial downloads), have the unit executed (unit_executor.h: a supervised
+// worker process in the daemon), upload the update (resumably), sign a result that binds the
+// manifest's hash, save it, and post it until the coordinator acknowledges it. Every step is
+// saved before the next begins, so after a crash or a restart the loop first finishes the units
+// it holds, from where they stopped. Network and server failures are retried with exponential
+// backoff and jitter; a retried result is the same signed envelope, so the coordinator counts it
+// once.
 
 #include <atomic>
 #include <chrono>
@@ -25,6 +29,8 @@
 #include "ubcp/client/run_policy.h"
 #include "ubcp/client/system_probe.h"
 #include "ubcp/client/transfer_usage.h"
+#include "ubcp/client/unit_executor.h"
+#include "ubcp/client/unit_journal.h"
 #include "ubcp/common/crypto.h"
 
 namespace ubcp::client {
@@ -48,10 +54,9 @@ common::Result<common::TrustedKeys> RefreshRootedTrust(CoordinatorApi& api, cons
 common::HostBenchmark ToWire(const BenchmarkReport& report);
 // Loads the saved registration, or registers this host (proof of possession: the registration
 // is signed by its key) with the given benchmark and saves the answer.
-common::Result<Registration> EnsureRegistered(CoordinatorApi& api, const HostState& state,
-                                              const common::SigningKey& key,
-                                              const std::string& name,
-                                              const std::function<BenchmarkReport()>& bench);
+common::Result<Registration> EnsureRegistered(
+    CoordinatorApi& api, const HostState& state, const common::SigningKey& key,
+    const std::string& name, const std::function<common::Result<BenchmarkReport>()>& bench);
 
 // The machine's state at `now`, for the run policy (system_probe.h).
 using ProbeFn = std::function<common::Result<SystemState>(Clock::time_point now)>;
@@ -62,7 +67,12 @@ struct RunnerOptions {
   // Stop after this many completed units (for a protocol adversary, tampered units count too,
   // whatever the answer); 0 = run until stopped.
   int max_units = 0;
-  int threads = 1;                 // torch intra-op threads for execution
+  int threads = 1;  // torch intra-op threads for execution
+  // Runs the units (required): WorkerExecutor in the daemon, InProcessExecutor in tests.
+  std::shared_ptr<UnitExecutor> executor;
+  int checkpoint_every = 25;  // fine-tune steps between checkpoints (0: none)
+  // A unit whose worker crashed (killed, out of disk...) this many times is given up.
+  int max_worker_starts = 5;
   std::vector<std::string> kinds;  // empty = all kinds
   double idle_poll_s = 1.0;        // wait when there is no work
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never
@@ -79,8 +89,7 @@ struct RunnerOptions {
   // lease the loop polls the settings file (a changed file takes effect at once; a bad one keeps
   // the old settings and is reported once), probes the machine and asks Decide (run_policy.h). "No"
   // leases nothing, publishes the reason as the control state's `waiting` and waits policy_poll_s;
-  // "yes" runs the unit with the decision's thread count. The decision's memory figure is logged
-  // and published only: enforcing it needs a separate worker process.
+  // "yes" runs the unit with the decision's thread count and memory cap.
   SettingsWatcher* settings = nullptr;
   // The same policy with settings that never change (flags only, no file to watch); used when
   // `settings` is nullptr.
@@ -105,6 +114,10 @@ struct RunSummary {
   // wrong_version, forged), whatever the answer, and finetune units answered with a stale update.
   int units_tampered = 0;
   int stale_updates = 0;
+  // Units continued from an earlier run (found in the state directory at start or after a
+  // pause) and units stopped before their end (pause, shutdown), to be continued.
+  int units_resumed = 0;
+  int units_interrupted = 0;
   // Set when the coordinator no longer accepts this host (401/403 on a work request, e.g. a
   // revoked token): the loop stops instead of polling forever.
   std::optional<common::Error> fatal;
@@ -126,9 +139,18 @@ class Runner {
 
  private:
   // kTampered: a protocol adversary's result was answered; the loop goes on at once.
-  enum class Step { kDone, kTampered, kNoWork, kRetry, kRefused, kFatal };
+  // kStopped: the unit was stopped before its end (pause, shutdown) and stays on disk.
+  enum class Step { kDone, kTampered, kNoWork, kRetry, kRefused, kFatal, kStopped };
   Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
-  common::Result<common::Bytes> FetchBlob(const common::BlobRef& ref);
+  // Takes the unit recorded in `record` from its phase to its end.
+  Step ContinueUnit(UnitRecord record, RunSummary& summary, const std::atomic<bool>& stop);
+  // Ends a unit that cannot be completed: logged, its directory removed.
+  Step GiveUp(std::int64_t unit_id, const std::string& message);
+  // Checks the manifest's signer against the trusted keys (refreshing a rooted trust once).
+  common::Status VerifySigner(const common::SignedEnvelope& envelope);
+  // The blob's file in the cache, downloaded (resuming a partial download) when missing.
+  common::Result<std::filesystem::path> FetchBlob(const common::BlobRef& ref,
+                                                  const std::atomic<bool>& stop, int& retries);
   // Logs a unit's failure and publishes it as the control state's last error.
   void ReportError(const std::string& message);
   // Asks for the contribution totals when the last answer is older than the refresh interval.
@@ -159,6 +181,9 @@ class Runner {
   std::optional<std::chrono::seconds> utc_offset_;  // from the last probe
   std::optional<TransferUsage> usage_;              // loaded from the state dir on first use
   int unit_threads_;                                // threads for the next unit
+  std::uint64_t unit_memory_mb_ = 0;                // memory cap for the next unit (0: none)
+  std::optional<UnitJournal> journal_;              // opened on first use
+  bool tampered_ = false;                           // the unit in hand was answered with an attack
   std::string waiting_;                             // the last reason published
   bool probe_failed_ = false;                       // the last probe failed (logged once)
   bool allowed_logged_ = false;                     // "may work" was logged at least once

@@ -4,7 +4,10 @@
 // temporary file in the same directory (O_EXCL, never through a link), fsync, rename over the
 // target, fsync of the directory. The directory must exist.
 
+#include <cstddef>
 #include <filesystem>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "ubcp/common/result.h"
@@ -15,5 +18,11 @@ namespace ubcp::common {
 // as it was and no temporary file behind.
 Status WriteFileAtomically(const std::filesystem::path& path, std::string_view content,
                            unsigned mode);
+
+// The whole file at `path` when it has at most `max_bytes`. nullopt only when nothing exists
+// there; anything else that cannot be read (too large: kTooLarge, not a regular file, no
+// permission: kIo) is an error, so a damaged file is never mistaken for a missing one.
+Result<std::optional<std::string>> ReadFileAtMost(const std::filesystem::path& path,
+                                                  std::size_t max_bytes);
 
 }  // namespace ubcp::common

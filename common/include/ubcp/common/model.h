@@ -50,6 +50,22 @@ enum class Optimizer { kSgd, kAdam };
 // Progress of a loop: `done` of `total` iterations. Called on the calling thread after each
 // iteration; must not throw. An empty function is never called.
 using LoopProgress = std::function<void(int done, int total)>;
+// Asked on the calling thread after each iteration but the last: true stops the loop, which then
+// returns kUnavailable (and nothing else in these loops does). Must be cheap and not throw.
+using StopRequest = std::function<bool()>;
+
+// TrainShard's state after `step` optimizer steps: enough to continue and end with the bits an
+// uninterrupted run ends with (same machine, same torch thread count). The batch order is not
+// stored: it is replayed from TrainParams::seed. Bytes: ubcp/common/train_checkpoint.h.
+struct TrainCheckpoint {
+  int step = 0;  // optimizer steps done; resumable when 1 <= step < local_steps
+  Optimizer optimizer = Optimizer::kSgd;
+  TensorList weights;          // after `step` steps, in ModelLayout order
+  TensorList optimizer_state;  // OptimizerStateLayout (train_checkpoint.h) of the optimizer
+  double first_loss = 0;       // mean loss of step 1's batch
+  double last_loss = 0;        // mean loss of step `step`'s batch
+};
+using CheckpointSink = std::function<Status(const TrainCheckpoint&)>;
 
 struct TrainParams {
   int local_steps = 10;
@@ -61,16 +77,27 @@ struct TrainParams {
   std::uint64_t seed = 1;  // batch sampling order
   int threads = 0;         // torch intra-op threads; 0 = leave as configured
   LoopProgress progress;   // optional: hears (step, local_steps) after each optimizer step
+  // Every checkpoint_every-th step except the last (0 = never), and when should_stop stops the
+  // run, on_checkpoint (when set) gets the state; an error from it stops training and
+  // TrainShard returns it. A state that is not finite (training diverging) is not handed out.
+  int checkpoint_every = 0;
+  CheckpointSink on_checkpoint;
+  StopRequest should_stop;  // optional: stops (kUnavailable) after a checkpoint, to resume later
+  // Not owned; when set, training continues from it instead of from step 0 (`weights` stay the
+  // initial weights the delta is taken against). It must pass CheckCheckpoint for these params.
+  const TrainCheckpoint* resume = nullptr;
 };
 
 struct TrainOutcome {
   TensorList delta;          // trained - initial, same layout as the weights
   double first_loss = 0;     // mean loss of the first step's batch
   double last_loss = 0;      // mean loss of the last step's batch
-  std::int64_t samples = 0;  // samples processed (steps x batch)
+  std::int64_t samples = 0;  // local_steps x batch, also when resumed
 };
-// Runs local_steps optimizer steps from `weights` on `data`. Errors: kMalformed when weights or
-// data do not fit the spec, kInvalidArgument for bad params.
+// Runs local_steps optimizer steps from `weights` on `data` (or the rest of them from
+// params.resume). Errors: kMalformed when weights, data or the resumed checkpoint do not fit the
+// spec, kInvalidArgument for bad params, kUnavailable when should_stop stopped it, on_checkpoint's
+// error.
 Result<TrainOutcome> TrainShard(const ModelSpec& spec, const TensorList& weights,
                                 const TensorList& data, const TrainParams& params);
 
@@ -79,10 +106,12 @@ struct EvalOutcome {
   double accuracy = 0;  // fraction correct
   std::int64_t samples = 0;
 };
-// `progress`, when set, hears (batch, batches) after each evaluation batch.
+// `progress`, when set, hears (batch, batches) after each evaluation batch; `should_stop` stops
+// the evaluation (kUnavailable).
 Result<EvalOutcome> Evaluate(const ModelSpec& spec, const TensorList& weights,
                              const TensorList& data, int threads = 0,
-                             const LoopProgress& progress = {});
+                             const LoopProgress& progress = {},
+                             const StopRequest& should_stop = {});
 // The number of batches Evaluate runs over `rows` samples (the `total` its progress hears).
 int EvalBatches(std::int64_t rows);
 

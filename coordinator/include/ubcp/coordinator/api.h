@@ -5,6 +5,7 @@
 // HttpResponse. No decisions are made here. Routes and limits: docs/PROTOCOL.md.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 #include "ubcp/coordinator/coordinator_service.h"
@@ -22,6 +23,11 @@ class Api {
   std::size_t BodyLimit(std::string_view method, std::string_view target) const;
 
  private:
+  // GET /v1/blobs/{id}: the whole blob (200), or one range of it (206 / 416, RFC 9110).
+  HttpResponse GetBlob(const std::string& id, std::string_view range_header);
+  // PUT /v1/blobs/{id} with Content-Range: one chunk of a resumable upload (202 / 201 / 409).
+  HttpResponse PutBlobChunk(const HostRecord& host, const std::string& id, const HttpRequest& req);
+
   Coordinator& coordinator_;
   std::size_t max_update_bytes_;
 };

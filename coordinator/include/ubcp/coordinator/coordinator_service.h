@@ -21,11 +21,13 @@
 #include "ubcp/common/datasets.h"
 #include "ubcp/common/wire.h"
 #include "ubcp/coordinator/blob_store.h"
+#include "ubcp/coordinator/byte_range.h"
 #include "ubcp/coordinator/economy.h"
 #include "ubcp/coordinator/planner.h"
 #include "ubcp/coordinator/replication.h"
 #include "ubcp/coordinator/result_judge.h"
 #include "ubcp/coordinator/store.h"
+#include "ubcp/coordinator/upload_staging.h"
 
 namespace ubcp::coordinator {
 
@@ -69,6 +71,18 @@ class Coordinator {
   // Stores an update blob uploaded by a host; the bytes must hash to `id`.
   common::Status UploadBlob(const HostRecord& host, const std::string& id, common::ByteSpan bytes);
   common::Result<common::Bytes> ReadBlob(const std::string& id);
+  // Resumable upload of an update blob (upload_staging.h): appends one chunk to what this host
+  // has staged of `id`; the last one checks the bytes against `id` and stores the blob.
+  // kTooLarge over max_update_bytes, kConflict when range.first is not the staged size.
+  common::Result<UploadState> UploadBlobChunk(const HostRecord& host, const std::string& id,
+                                              const ByteRange& range, common::ByteSpan chunk);
+  // What this host has staged of `id`; the full size once the blob is stored.
+  common::Result<UploadState> UploadProgress(const HostRecord& host, const std::string& id);
+  // Ranged download: the blob's size, then a slice of at most max_blob_download bytes (not
+  // hash-checked here: the receiver checks the assembled blob, blob_store.h).
+  common::Result<std::uint64_t> BlobSize(const std::string& id);
+  common::Result<common::Bytes> ReadBlobRange(const std::string& id, std::uint64_t offset,
+                                              std::uint64_t length);
   // Verifies and records a signed result; a retry of the same envelope is "duplicate" and
   // changes nothing. Completing a round's updates aggregates the next model.
   common::Result<common::ResultAck> SubmitResult(const HostRecord& host,
@@ -140,6 +154,7 @@ class Coordinator {
   Planner planner_;
   Economy economy_;
   ResultJudge judge_;
+  UploadStaging uploads_;  // under the blob store's root, limited to max_update_bytes
   std::mutex advance_mu_;  // one round advancement at a time (the store makes it atomic)
 };
 

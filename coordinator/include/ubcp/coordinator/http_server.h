@@ -25,6 +25,8 @@ struct HttpRequest {
   std::string target;         // path and query as sent, e.g. "/v1/jobs/3"
   std::string authorization;  // the Authorization header, verbatim ("" if none)
   std::string content_type;
+  std::string range;          // the Range header, verbatim ("" if none): ranged downloads
+  std::string content_range;  // the Content-Range header ("" if none): resumable uploads
   std::string body;
   std::string remote;  // peer address, for logs
 };

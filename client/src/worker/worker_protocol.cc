@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "ubcp/client/worker_protocol.h"
+
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+namespace ubcp::client {
+namespace fs = std::filesystem;
+using common::Errc;
+using common::MakeError;
+
+namespace {
+
+std::string Number(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+std::optional<std::int64_t> ParseInt(std::string_view word) {
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), v);
+  if (ec != std::errc() || ptr != word.data() + word.size()) return std::nullopt;
+  return v;
+}
+
+double Num(const boost::json::value& v) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  return NAN;
+}
+
+}  // namespace
+
+std::vector<std::string> WorkerRunArgv(const fs::path& worker, const ExecutionRequest& r) {
+  std::vector<std::string> argv = {worker.string(),   "run",
+                                   "--unit-dir",      r.unit_dir.string(),
+                                   "--manifest-hash", r.manifest_hash,
+                                   "--model-blob",    r.model_blob.string(),
+                                   "--data-blob",     r.data_blob.string(),
+                                   "--threads",       std::to_string(r.threads)};
+  if (r.checkpoint_every > 0) {
+    argv.insert(argv.end(), {"--checkpoint-every", std::to_string(r.checkpoint_every)});
+  }
+  if (r.adversary.mode != AdversaryMode::kHonest) {
+    argv.insert(argv.end(), {"--adversary", std::string(AdversaryModeName(r.adversary.mode)),
+                             "--adversary-scale", Number(r.adversary.scale)});
+  }
+  return argv;
+}
+
+std::vector<std::string> WorkerBenchmarkArgv(const fs::path& worker, double seconds, int threads) {
+  return {worker.string(), "benchmark", "--seconds",
+          Number(seconds), "--threads", std::to_string(threads)};
+}
+
+std::optional<WorkerEvent> ParseWorkerLine(std::string_view line) {
+  if (line.size() > kMaxWorkerLine) return std::nullopt;
+  const std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  const std::string_view word = line.substr(0, space);
+  const std::string_view rest = line.substr(space + 1);
+  WorkerEvent e;
+  if (word == "error" || word == "benchmark") {
+    e.kind = word == "error" ? WorkerEvent::Kind::kError : WorkerEvent::Kind::kBenchmark;
+    e.text = std::string(rest);
+    return e;
+  }
+  if (word == "progress") {
+    const std::size_t gap = rest.find(' ');
+    if (gap == std::string_view::npos) return std::nullopt;
+    auto done = ParseInt(rest.substr(0, gap));
+    auto total = ParseInt(rest.substr(gap + 1));
+    if (!done || !total || *done < 0 || *total < 0 || *done > *total) return std::nullopt;
+    e.kind = WorkerEvent::Kind::kProgress;
+    e.first = *done;
+    e.second = *total;
+    return e;
+  }
+  if (word == "resumed" || word == "checkpoint") {
+    auto step = ParseInt(rest);
+    if (!step || *step < 0) return std::nullopt;
+    e.kind = word == "resumed" ? WorkerEvent::Kind::kResumed : WorkerEvent::Kind::kCheckpoint;
+    e.first = *step;
+    return e;
+  }
+  return std::nullopt;
+}
+
+std::string FormatWorkerEvent(const WorkerEvent& e) {
+  auto one_line = [](std::string text) {
+    for (char& c : text) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    if (text.size() > kMaxWorkerLine - 16) text.resize(kMaxWorkerLine - 16);
+    return text;
+  };
+  switch (e.kind) {
+    case WorkerEvent::Kind::kProgress:
+      return "progress " + std::to_string(e.first) + " " + std::to_string(e.second);
+    case WorkerEvent::Kind::kResumed:
+      return "resumed " + std::to_string(e.first);
+    case WorkerEvent::Kind::kCheckpoint:
+      return "checkpoint " + std::to_string(e.first);
+    case WorkerEvent::Kind::kError:
+      return "error " + one_line(e.text);
+    case WorkerEvent::Kind::kBenchmark:
+      return "benchmark " + one_line(e.text);
+  }
+  return {};
+}
+
+std::string BenchmarkToJson(const BenchmarkReport& r) {
+  boost::json::array train;
+  for (const auto& t : r.train) {
+    train.push_back(boost::json::object{{"model", t.model}, {"samples_per_s", t.samples_per_s}});
+  }
+  boost::json::array cuda_names;
+  for (const auto& n : r.cuda_names) cuda_names.push_back(boost::json::string(n));
+  boost::json::array gpus;
+  for (const auto& g : r.gpu.gpus) {
+    gpus.push_back(boost::json::object{{"name", g.name},
+                                       {"memory_total_bytes", g.memory_total_bytes},
+                                       {"memory_used_bytes", g.memory_used_bytes}});
+  }
+  return boost::json::serialize(boost::json::object{{"matmul_gflops", r.matmul_gflops},
+                                                    {"train", std::move(train)},
+                                                    {"cpu_threads", r.cpu_threads},
+                                                    {"cuda_devices", r.cuda_devices},
+                                                    {"cuda_names", std::move(cuda_names)},
+                                                    {"cuda_matmul_gflops", r.cuda_matmul_gflops},
+                                                    {"torch_version", r.torch_version},
+                                                    {"gpu_use", static_cast<int>(r.gpu.use)},
+                                                    {"gpu_status", r.gpu.status},
+                                                    {"gpu_driver", r.gpu.driver_version},
+                                                    {"gpus", std::move(gpus)}});
+}
+
+common::Result<BenchmarkReport> BenchmarkFromJson(std::string_view json) {
+  if (json.size() > kMaxWorkerLine) return MakeError(Errc::kTooLarge, "benchmark report too large");
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(json, ec);
+  const auto bad = [] {
+    return MakeError(Errc::kMalformed, "bad benchmark report from the worker");
+  };
+  if (ec || !v.is_object()) return bad();
+  const auto& o = v.as_object();
+  BenchmarkReport r;
+  try {
+    r.matmul_gflops = Num(o.at("matmul_gflops"));
+    for (const auto& t : o.at("train").as_array()) {
+      const auto& to = t.as_object();
+      r.train.push_back({std::string(to.at("model").as_string()), Num(to.at("samples_per_s"))});
+    }
+    r.cpu_threads = static_cast<int>(o.at("cpu_threads").to_number<std::int64_t>());
+    r.cuda_devices = static_cast<int>(o.at("cuda_devices").to_number<std::int64_t>());
+    for (const auto& n : o.at("cuda_names").as_array()) {
+      r.cuda_names.emplace_back(n.as_string());
+    }
+    r.cuda_matmul_gflops = Num(o.at("cuda_matmul_gflops"));
+    r.torch_version = std::string(o.at("torch_version").as_string());
+    const auto use = o.at("gpu_use").to_number<std::int64_t>();
+    if (use < 0 || use > static_cast<int>(GpuUse::kUsable)) return bad();
+    r.gpu.use = static_cast<GpuUse>(use);
+    r.gpu.status = std::string(o.at("gpu_status").as_string());
+    r.gpu.driver_version = std::string(o.at("gpu_driver").as_string());
+    for (const auto& g : o.at("gpus").as_array()) {
+      const auto& go = g.as_object();
+      NvidiaGpu gpu;
+      gpu.name = std::string(go.at("name").as_string());
+      gpu.memory_total_bytes = go.at("memory_total_bytes").to_number<std::uint64_t>();
+      gpu.memory_used_bytes = go.at("memory_used_bytes").to_number<std::uint64_t>();
+      r.gpu.gpus.push_back(std::move(gpu));
+    }
+  } catch (const std::exception&) {  // a missing field or a wrong type
+    return bad();
+  }
+  if (!std::isfinite(r.matmul_gflops) || r.matmul_gflops < 0 || r.cpu_threads < 0 ||
+      r.cuda_devices < 0) {
+    return bad();
+  }
+  for (const auto& t : r.train) {
+    if (!std::isfinite(t.samples_per_s) || t.samples_per_s < 0) return bad();
+  }
+  return r;
+}
+
+fs::path DefaultWorkerPath() {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path sibling = self.parent_path() / "ubcp-worker";
+    if (::access(sibling.c_str(), X_OK) == 0) return sibling;
+  }
+  if (const char* path = std::getenv("PATH")) {
+    std::string_view rest = path;
+    while (!rest.empty()) {
+      const std::size_t colon = rest.find(':');
+      const fs::path candidate = fs::path(rest.substr(0, colon)) / "ubcp-worker";
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
+  }
+  return "ubcp-worker";
+}
+
+}  // namespace ubcp::client
