@@ -53,24 +53,6 @@ std::string KillJob() {
   return common::SerializeJobSpec(spec);
 }
 
-// Processes whose command line mentions `needle` (a donor's state directory): its workers.
-std::vector<int> ProcessesMentioning(const std::string& needle) {
-  std::vector<int> pids;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string cmdline = ReadFile(entry.path() / "cmdline");
-    for (char& c : cmdline) {
-      if (c == '\0') c = ' ';
-    }
-    if (cmdline.find("ubcp-worker") != std::string::npos &&
-        cmdline.find(needle) != std::string::npos) {
-      pids.push_back(std::stoi(name));
-    }
-  }
-  return pids;
-}
-
 // Unit ids in a donor's units/finished.log with the given ending ("acknowledged" or "failed"),
 // with how often each appears.
 std::map<std::int64_t, int> FinishedUnits(const fs::path& state, const std::string& ending) {
@@ -151,16 +133,16 @@ TEST_F(DonorKillTest, KilledDonorsLoseNothingAndCountNothingTwice) {
     const int i = which(rng);
     ASSERT_TRUE(donors_[i].Running())
         << "donor " << i << " stopped by itself: " << DescribeStatus(donors_[i].status());
-    const bool mid_unit = !ProcessesMentioning(DonorState(i).string()).empty();
+    const bool mid_unit = !WorkerProcesses(DonorState(i).string()).empty();
     donors_[i].Kill();
     ++kills;
     kills_mid_unit += mid_unit;
     // The worker dies with its daemon (PR_SET_PDEATHSIG), so it cannot write after the restart.
     const auto until = Clock::now() + std::chrono::seconds(2);
-    while (!ProcessesMentioning(DonorState(i).string()).empty() && Clock::now() < until) {
+    while (!WorkerProcesses(DonorState(i).string()).empty() && Clock::now() < until) {
       SleepSeconds(0.02);
     }
-    ASSERT_TRUE(ProcessesMentioning(DonorState(i).string()).empty())
+    ASSERT_TRUE(WorkerProcesses(DonorState(i).string()).empty())
         << "a worker of donor " << i << " outlived its daemon";
     StartDonor(i);
   }

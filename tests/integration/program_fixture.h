@@ -227,6 +227,25 @@ inline std::map<std::int64_t, std::string> AcknowledgedUnits(const std::string& 
   return acks;
 }
 
+// The pids of `ubcp-worker run` processes whose command line mentions `needle` (a donor's state
+// directory: that donor's workers).
+inline std::vector<int> WorkerProcesses(const std::string& needle) {
+  std::vector<int> pids;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = ReadFile(entry.path() / "cmdline");
+    for (char& c : cmdline) {
+      if (c == '\0') c = ' ';
+    }
+    if (cmdline.find("ubcp-worker run") != std::string::npos &&
+        cmdline.find(needle) != std::string::npos) {
+      pids.push_back(std::stoi(name));
+    }
+  }
+  return pids;
+}
+
 // A coordinator (restartable on the same port and data directory), the tools to drive it, and
 // the donors' processes. TearDown kills every process still running; on failure it prints the
 // coordinator's log and each donor's, and keeps the data directory.
