@@ -119,7 +119,8 @@ int ControlMain(int argc, char** argv) {
   } else if (command == "status") {
     std::cout << client::FormatStatus(*answer) << "\n";
   } else if (command == "pause") {
-    std::cout << "paused: no new unit will be leased (a unit in progress is finished)\n";
+    std::cout << "paused: the unit in progress is stopped after a checkpoint and no new unit is "
+                 "leased; resume continues it\n";
   } else if (command == "resume") {
     std::cout << "resumed\n";
   } else {
