@@ -198,8 +198,12 @@ int main(int argc, char** argv) {
                  "the ubcp-worker program that runs units (default: next to ubcp-client, else "
                  "on PATH)");
   app.add_option("--checkpoint-every", options.checkpoint_every,
-                 "fine-tune steps between checkpoints (0: none)")
+                 "also checkpoint a fine-tune unit every N steps (0: only by time)")
       ->check(CLI::Range(0, 1000000));
+  app.add_option("--checkpoint-seconds", options.checkpoint_seconds,
+                 "checkpoint a fine-tune unit at most this many seconds apart (default 30; 0: "
+                 "only by steps)")
+      ->check(CLI::Range(0.0, 86400.0));
   common::DonorProfile profile;
   bool show_contribution = false;
   app.add_option("--public-name", profile.public_name,

@@ -9,6 +9,7 @@
 // writes a checkpoint every --checkpoint-every steps and on SIGTERM, and saves the output in the
 // unit directory (unit_journal.h) before exiting 0.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -29,6 +30,15 @@ volatile std::sig_atomic_t g_stop = 0;
 void OnTerm(int) { g_stop = 1; }
 
 void Say(const WorkerEvent& event) {
+  // Progress goes out at most every 100 ms (and always at the start and the end): a line per
+  // step of a fast model would cost the daemon and the worker more than the step.
+  if (event.kind == WorkerEvent::Kind::kProgress) {
+    static auto last = std::chrono::steady_clock::time_point{};
+    const auto now = std::chrono::steady_clock::now();
+    const bool edge = event.first == 0 || event.first == event.second;
+    if (!edge && now - last < std::chrono::milliseconds(100)) return;
+    last = now;
+  }
   const std::string line = client::FormatWorkerEvent(event) + "\n";
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
@@ -45,6 +55,7 @@ struct RunArgs {
   double adversary_scale = 10.0;
   int threads = 1;
   int checkpoint_every = 0;
+  double checkpoint_seconds = 0;
 };
 
 int RunUnit(const RunArgs& args) {
@@ -57,6 +68,7 @@ int RunUnit(const RunArgs& args) {
   request.data_blob = args.data_blob;
   request.threads = args.threads;
   request.checkpoint_every = args.checkpoint_every;
+  request.checkpoint_seconds = args.checkpoint_seconds;
   request.adversary = client::Adversary{*mode, args.adversary_scale};
   request.should_stop = [] { return g_stop != 0; };
   const client::ExecutionResult result = client::ExecuteUnitInDirectory(request, Say);
@@ -87,6 +99,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--data-blob", run.data_blob)->required();
   run_cmd->add_option("--threads", run.threads)->check(CLI::Range(1, 256));
   run_cmd->add_option("--checkpoint-every", run.checkpoint_every)->check(CLI::Range(0, 1000000));
+  run_cmd->add_option("--checkpoint-seconds", run.checkpoint_seconds)
+      ->check(CLI::Range(0.0, 86400.0));
   run_cmd->add_option("--adversary", run.adversary);
   run_cmd->add_option("--adversary-scale", run.adversary_scale)->check(CLI::PositiveNumber);
   double seconds = 1.0;

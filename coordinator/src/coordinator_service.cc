@@ -27,20 +27,10 @@ std::int64_t SystemClockSeconds() {
 
 namespace {
 
+// Stored in the wire form (common::ParseHostBenchmark reads it back), with the GPU report when
+// the host sent one.
 std::string BenchmarkJson(const common::HostBenchmark& b) {
-  boost::json::array train;
-  for (const auto& t : b.train) {
-    train.push_back(boost::json::object{{"model", t.model}, {"samples_per_s", t.samples_per_s}});
-  }
-  boost::json::array names;
-  for (const auto& n : b.cuda_names) names.push_back(boost::json::string(n));
-  return boost::json::serialize(boost::json::object{{"matmul_gflops", b.matmul_gflops},
-                                                    {"train", train},
-                                                    {"cpu_threads", b.cpu_threads},
-                                                    {"cuda_devices", b.cuda_devices},
-                                                    {"cuda_names", names},
-                                                    {"cuda_matmul_gflops", b.cuda_matmul_gflops},
-                                                    {"torch_version", b.torch_version}});
+  return common::SerializeHostBenchmark(b);
 }
 
 std::string CapabilitiesJson(const common::HostCapabilities& c) {

@@ -9,7 +9,8 @@
 //               the unit's shard, already converted to float: the time of the loop only.
 //   worker      the same fine-tune as a real unit (signed manifest saved by UnitJournal::Begin,
 //               blobs as files) run by MakeWorkerExecutor: a real `ubcp-worker` process at nice
-//               19 with checkpoints every --checkpoint-every steps. The wall time around
+//               19 with checkpoints every --checkpoint-seconds (and/or --checkpoint-every
+//               steps). The wall time around
 //               Execute() counts everything the donor pays: process start, loading libtorch, blob
 //               hash checks and decoding, checkpoints, encoding and saving the output.
 //   worker, no checkpoints / in-process (InProcessExecutor, checkpoints on): where time goes.
@@ -60,6 +61,7 @@
 #include <memory>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -88,21 +90,24 @@ namespace client = ubcp::client;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // One: on a machine shared with other work, several torch threads wait for each other's
+  // descheduled peers and the figures become noise. The daemon uses all cores by default.
+  int threads = 1;
   std::vector<std::string> models = {"mlp-i784-h128-o10", "cnn28-c16-c32-h64-o10"};
   std::string dataset = "fashion-mnist";
   std::string cache_dir;
   std::int64_t rows = 12000;
-  int batch = 64;
+  int batch = 32;  // as the client's benchmark and the demo's jobs
   double lr = 0.05;
   double momentum = 0.9;
-  int steps = 0;  // 0: sized from the benchmark to last about unit_seconds
-  double unit_seconds = 6.0;
-  int repetitions = 3;         // of the bare loop and the worker with checkpoints
-  int detail_repetitions = 1;  // of the worker without checkpoints and the in-process executor
-  int nice = 19;               // of the worker, and of this process (see main)
-  int checkpoint_every = 25;
-  double bench_seconds = 1.0;  // the daemon's default --bench-seconds
+  int steps = 0;  // 0: sized from the bare loop's warm-up to last about unit_seconds
+  double unit_seconds = 15.0;
+  int repetitions = 3;              // of the bare loop and the worker with checkpoints
+  int detail_repetitions = 1;       // of the worker without checkpoints and the in-process executor
+  int nice = 19;                    // of the worker, and of this process (see main)
+  int checkpoint_every = 0;         // steps between checkpoints (0: by time only)
+  double checkpoint_seconds = 5.0;  // seconds between checkpoints (the daemon's default: 30)
+  double bench_seconds = 1.0;       // the daemon's default --bench-seconds
   double idle_seconds = 10.0;
 };
 
@@ -267,7 +272,8 @@ struct UnitRun {
 // afterwards.
 common::Result<UnitRun> RunUnit(client::UnitExecutor& executor, client::UnitJournal& journal,
                                 const common::SigningKey& coordinator_key, const UnitFiles& files,
-                                std::int64_t unit_id, int threads, int checkpoint_every) {
+                                std::int64_t unit_id, int threads, int checkpoint_every,
+                                double checkpoint_seconds) {
   common::Manifest manifest = files.unit.manifest;
   manifest.unit_id = unit_id;
   const common::SignedEnvelope envelope = common::SignPayload(
@@ -281,6 +287,7 @@ common::Result<UnitRun> RunUnit(client::UnitExecutor& executor, client::UnitJour
   request.data_blob = files.data_blob;
   request.threads = threads;
   request.checkpoint_every = checkpoint_every;
+  request.checkpoint_seconds = checkpoint_seconds;
   const double cpu_start = CpuSeconds();
   const Clock::time_point start = Clock::now();
   client::ExecutionResult result = executor.Execute(request);
@@ -300,11 +307,14 @@ common::Result<UnitRun> RunUnit(client::UnitExecutor& executor, client::UnitJour
                                  std::to_string(manifest.params.local_steps));
   }
   // A unit longer than one checkpoint interval leaves its last checkpoint in its directory.
-  if (checkpointed != (checkpoint_every > 0 && manifest.params.local_steps > checkpoint_every)) {
+  // (By time: surely once the unit ran two intervals; never without any interval.)
+  const bool must = (checkpoint_every > 0 && manifest.params.local_steps > checkpoint_every) ||
+                    (checkpoint_seconds > 0 && seconds > 2 * checkpoint_seconds);
+  const bool must_not = checkpoint_every == 0 && checkpoint_seconds == 0;
+  if ((must && !checkpointed) || (must_not && checkpointed)) {
     return common::MakeError(common::Errc::kInternal, "unit " + std::to_string(unit_id) +
                                                           (checkpointed ? " left a" : " left no") +
-                                                          " checkpoint with checkpoint_every " +
-                                                          std::to_string(checkpoint_every));
+                                                          " checkpoint");
   }
   return UnitRun{seconds, cpu_seconds, result.output->metrics};
 }
@@ -316,6 +326,7 @@ struct Variant {
   std::string label;
   std::vector<double> seconds;
   std::vector<double> cpu_seconds;
+  std::vector<double> losses;  // executions of the unit: the last batch's loss
   double SamplesPerSecond(std::int64_t samples) const {
     return static_cast<double>(samples) / Median(seconds);
   }
@@ -330,7 +341,6 @@ struct ModelFigures {
   Variant worker{"worker, checkpoints"};
   Variant worker_plain{"worker, no checkpoints"};
   Variant in_process{"in-process, checkpoints"};
-  bool same_result = true;  // every execution of the unit ended with the same loss
   double Efficiency(const Variant& v) const {
     return v.SamplesPerSecond(samples) / bare.SamplesPerSecond(samples);
   }
@@ -358,7 +368,11 @@ void PrintModel(const ModelFigures& f, const Options& o) {
   for (const Variant* v : {&f.bare, &f.worker, &f.worker_plain, &f.in_process}) {
     std::string label = v->label;
     if (v != &f.bare && v != &f.worker_plain) {
-      label += " every " + std::to_string(o.checkpoint_every);
+      label +=
+          o.checkpoint_every > 0 ? " every " + std::to_string(o.checkpoint_every) + " steps" : "";
+      if (o.checkpoint_seconds > 0) {
+        label += " every " + std::to_string(static_cast<int>(o.checkpoint_seconds)) + " s";
+      }
     }
     std::printf("  %-34s %9.3f %11.0f %10.3f %9.3f %8.3f  %s\n", label.c_str(), Median(v->seconds),
                 v->SamplesPerSecond(f.samples), f.Efficiency(*v), Median(v->cpu_seconds),
@@ -372,8 +386,20 @@ void PrintModel(const ModelFigures& f, const Options& o) {
         f.predicted_s, Median(f.worker.seconds),
         (f.predicted_s - Median(f.worker.seconds)) / Median(f.worker.seconds) * 100);
   }
+  // Same machine, same thread count: every execution should end with the same bits.
+  std::set<double> losses;
+  std::string listed;
+  for (const Variant* v : {&f.worker, &f.worker_plain, &f.in_process}) {
+    losses.insert(v->losses.begin(), v->losses.end());
+    listed += "; " + v->label + ":";
+    for (double l : v->losses) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " %.17g", l);
+      listed += buf;
+    }
+  }
   std::printf("  every execution of the unit ended with the same loss: %s\n",
-              f.same_result ? "yes" : "NO");
+              losses.size() <= 1 ? "yes" : ("NO" + listed).c_str());
 }
 
 // Measures one model: the bare loop and the three ways of executing the unit, interleaved.
@@ -410,15 +436,14 @@ common::Result<ModelFigures> MeasureModel(const std::string& model, const common
   auto in_process = client::MakeInProcessExecutor();
 
   std::int64_t unit_id = 0;
-  std::optional<double> loss;
-  auto execute = [&](client::UnitExecutor& executor, int checkpoint_every,
+  auto execute = [&](client::UnitExecutor& executor, bool checkpoints,
                      Variant& variant) -> common::Status {
     UBCP_ASSIGN_OR_RETURN(UnitRun run, RunUnit(executor, journal, coordinator_key, files, ++unit_id,
-                                               o.threads, checkpoint_every));
+                                               o.threads, checkpoints ? o.checkpoint_every : 0,
+                                               checkpoints ? o.checkpoint_seconds : 0.0));
     variant.seconds.push_back(run.seconds);
     variant.cpu_seconds.push_back(run.cpu_seconds);
-    if (loss && *loss != run.metrics.loss) f.same_result = false;
-    loss = run.metrics.loss;
+    variant.losses.push_back(run.metrics.loss);
     return {};
   };
   for (int rep = 0; rep < o.repetitions; ++rep) {
@@ -427,10 +452,10 @@ common::Result<ModelFigures> MeasureModel(const std::string& model, const common
     UBCP_ASSIGN_OR_RETURN(const BareRun bare_run, BareLoop(spec, bare, o, f.steps, rep + 2));
     f.bare.seconds.push_back(bare_run.seconds);
     f.bare.cpu_seconds.push_back(bare_run.cpu_seconds);
-    UBCP_RETURN_IF_ERROR(execute(*worker, o.checkpoint_every, f.worker));
+    UBCP_RETURN_IF_ERROR(execute(*worker, true, f.worker));
     if (rep >= o.detail_repetitions) continue;
-    UBCP_RETURN_IF_ERROR(execute(*worker, 0, f.worker_plain));
-    UBCP_RETURN_IF_ERROR(execute(*in_process, o.checkpoint_every, f.in_process));
+    UBCP_RETURN_IF_ERROR(execute(*worker, false, f.worker_plain));
+    UBCP_RETURN_IF_ERROR(execute(*in_process, true, f.in_process));
   }
   return f;
 }
@@ -677,8 +702,10 @@ int Fail(const std::string& what, const common::Error& e) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"The donor client's execution efficiency, runtime prediction and idle footprint"};
-  app.add_option("--threads", o.threads, "torch threads, for every variant (default: all cores)")
-      ->check(CLI::Range(1, 256));
+  app.add_option("--threads", o.threads,
+                 "torch threads, for every variant (the daemon's default: all cores)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
   app.add_option("--models", o.models, "zoo model specs")->capture_default_str();
   app.add_option("--dataset", o.dataset, "data set of the shards")->capture_default_str();
   app.add_option("--cache-dir", o.cache_dir, "decoded data set cache (default: none)");
@@ -713,8 +740,13 @@ int main(int argc, char** argv) {
                  "daemon's)")
       ->check(CLI::Range(0, 19))
       ->capture_default_str();
-  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")
-      ->check(CLI::Range(1, 1000000))
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "steps between checkpoints (0: by time only)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  app.add_option("--checkpoint-seconds", o.checkpoint_seconds,
+                 "seconds between checkpoints (0: by steps only)")
+      ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
   app.add_option("--bench-seconds", o.bench_seconds, "duration of the client's benchmark")
       ->check(CLI::Range(0.3, 600.0))

@@ -52,6 +52,9 @@ HostRegistration SampleRegistration() {
   r.benchmark.cuda_names = {"NVIDIA H200", "NVIDIA A100"};
   r.benchmark.cuda_matmul_gflops = 98765.4321;
   r.benchmark.torch_version = "2.1.0";
+  r.benchmark.gpu = GpuReport{"usable: libtorch sees 2 CUDA device(s); NVML: 2 x NVIDIA H200",
+                              "550.54.15",
+                              {{"NVIDIA H200", 143771}, {"NVIDIA A100 \xe2\x80\x93 80GB", 81920}}};
   r.capabilities.cpu_cores = 8;
   r.capabilities.memory_mb = 65536;
   r.capabilities.cuda = true;
@@ -224,6 +227,14 @@ std::vector<ParseCase> AllCases() {
        kMaxEnvelopeJson, true},
       {"HostRegistration", [](std::string_view s) { return AsStatus(ParseHostRegistration(s)); },
        SerializeHostRegistration(SampleRegistration()), kMaxPayloadJson, true},
+      // Without its one optional field, so that every field of the sample is required.
+      {"HostBenchmark", [](std::string_view s) { return AsStatus(ParseHostBenchmark(s)); },
+       [] {
+         HostBenchmark b = SampleRegistration().benchmark;
+         b.gpu.reset();
+         return SerializeHostBenchmark(b);
+       }(),
+       kMaxPayloadJson, false},
       {"HostRegistered", [](std::string_view s) { return AsStatus(ParseHostRegistered(s)); },
        SerializeHostRegistered(SampleRegistered()), kMaxRequestJson, true},
       {"WorkRequest", [](std::string_view s) { return AsStatus(ParseWorkRequest(s)); },
@@ -418,6 +429,13 @@ TEST_F(WireTest, HostRegistrationRoundTrip) {
   EXPECT_EQ(out->capabilities.memory_mb, 65536u);
   EXPECT_TRUE(out->capabilities.cuda);
   EXPECT_EQ(out->capabilities.client_version, "0.1.0");
+  ASSERT_TRUE(out->benchmark.gpu.has_value());
+  EXPECT_EQ(out->benchmark.gpu->status, in.benchmark.gpu->status);
+  EXPECT_EQ(out->benchmark.gpu->driver, "550.54.15");
+  ASSERT_EQ(out->benchmark.gpu->devices.size(), 2u);
+  EXPECT_EQ(out->benchmark.gpu->devices[1].name, in.benchmark.gpu->devices[1].name);
+  EXPECT_EQ(out->benchmark.gpu->devices[0].memory_mb, 143771u);
+  EXPECT_EQ(out->benchmark.gpu->devices[1].memory_mb, 81920u);
   EXPECT_EQ(SerializeHostRegistration(*out), text);
 
   HostRegistration empty_lists = in;
@@ -1005,6 +1023,148 @@ TEST_F(WireTest, HostMessageFieldChecks) {
             {{"job_id -1", [](O& o) { o["job_id"] = -1; }},
              {"job_id 1.0", [](O& o) { o["job_id"] = 1.0; }}},
             Errc::kMalformed);
+}
+
+TEST_F(WireTest, HostRegistrationWithoutGpuIsUnchangedAndStillParses) {
+  HostRegistration in = SampleRegistration();
+  in.benchmark.gpu.reset();
+  const std::string text = SerializeHostRegistration(in);
+  // Not reported: the key is left out, so the message is what clients sent before the field.
+  EXPECT_EQ(text.find("\"gpu\""), std::string::npos) << text;
+  auto out = ParseHostRegistration(text);
+  ASSERT_TRUE(out) << out.error().ToString();
+  EXPECT_FALSE(out->benchmark.gpu.has_value());
+  EXPECT_EQ(SerializeHostRegistration(*out), text);
+
+  // An older client's registration (no "gpu") and an explicit null both mean "not reported".
+  using O = boost::json::object;
+  const std::string with_gpu = SerializeHostRegistration(SampleRegistration());
+  for (const auto& edit :
+       std::vector<std::function<void(O&)>>{[](O& o) { At(o, "benchmark").erase("gpu"); },
+                                            [](O& o) { At(o, "benchmark")["gpu"] = nullptr; }}) {
+    auto parsed = ParseHostRegistration(Edit(with_gpu, edit));
+    ASSERT_TRUE(parsed) << parsed.error().ToString();
+    EXPECT_FALSE(parsed->benchmark.gpu.has_value());
+  }
+
+  // Present with nothing seen: a host whose probe found no NVIDIA GPU.
+  in.benchmark.gpu = GpuReport{"none: NVML not present", "", {}};
+  auto none = ParseHostRegistration(SerializeHostRegistration(in));
+  ASSERT_TRUE(none) << none.error().ToString();
+  ASSERT_TRUE(none->benchmark.gpu.has_value());
+  EXPECT_EQ(none->benchmark.gpu->status, "none: NVML not present");
+  EXPECT_TRUE(none->benchmark.gpu->driver.empty());
+  EXPECT_TRUE(none->benchmark.gpu->devices.empty());
+}
+
+TEST_F(WireTest, GpuReportIsParsedStrictlyAndBounded) {
+  const std::string reg = SerializeHostRegistration(SampleRegistration());
+  auto parse = [](std::string_view s) { return AsStatus(ParseHostRegistration(s)); };
+  using O = boost::json::object;
+  auto gpu = [](O& o) -> O& { return At(At(o, "benchmark"), "gpu"); };
+  auto devices = [](std::size_t n, std::size_t name_len) {
+    boost::json::array a;
+    for (std::size_t i = 0; i < n; ++i) {
+      a.push_back(O{{"name", Repeat('g', name_len)}, {"memory_mb", 1024}});
+    }
+    return a;
+  };
+  ExpectAll(
+      reg, parse,
+      {
+          {"gpu not object", [](O& o) { At(o, "benchmark")["gpu"] = "H200"; }},
+          {"gpu empty object", [](O& o) { At(o, "benchmark")["gpu"] = O{}; }},
+          {"gpu unknown key", [&](O& o) { gpu(o)["usable"] = true; }},
+          {"status missing", [&](O& o) { gpu(o).erase("status"); }},
+          {"driver missing", [&](O& o) { gpu(o).erase("driver"); }},
+          {"devices missing", [&](O& o) { gpu(o).erase("devices"); }},
+          {"status null", [&](O& o) { gpu(o)["status"] = nullptr; }},
+          {"status too long", [&](O& o) { gpu(o)["status"] = Repeat('s', kMaxGpuStatus + 1); }},
+          {"driver too long", [&](O& o) { gpu(o)["driver"] = Repeat('9', kMaxGpuDriver + 1); }},
+          {"17 devices", [&](O& o) { gpu(o)["devices"] = devices(kMaxGpuDevices + 1, 4); }},
+          {"devices not array", [&](O& o) { gpu(o)["devices"] = O{}; }},
+          {"device not object", [&](O& o) { gpu(o)["devices"] = boost::json::array{"H200"}; }},
+          {"device name too long",
+           [&](O& o) { gpu(o)["devices"] = devices(1, kMaxStringField + 1); }},
+          {"device unknown key",
+           [&](O& o) {
+             gpu(o)["devices"] =
+                 boost::json::array{O{{"name", "H200"}, {"memory_mb", 1}, {"usable", true}}};
+           }},
+          {"device memory missing",
+           [&](O& o) {
+             gpu(o)["devices"] = boost::json::array{O{{"name", "H200"}}};
+           }},
+          {"device memory negative",
+           [&](O& o) {
+             gpu(o)["devices"] = boost::json::array{O{{"name", "H200"}, {"memory_mb", -1}}};
+           }},
+          {"device memory fraction",
+           [&](O& o) {
+             gpu(o)["devices"] = boost::json::array{O{{"name", "H200"}, {"memory_mb", 1.5}}};
+           }},
+      },
+      Errc::kMalformed);
+  // Every bound is inclusive.
+  ExpectAll(reg, parse,
+            {
+                {"status at limit", [&](O& o) { gpu(o)["status"] = Repeat('s', kMaxGpuStatus); }},
+                {"driver at limit", [&](O& o) { gpu(o)["driver"] = Repeat('9', kMaxGpuDriver); }},
+                {"16 devices with longest names",
+                 [&](O& o) { gpu(o)["devices"] = devices(kMaxGpuDevices, kMaxStringField); }},
+                {"no devices", [&](O& o) { gpu(o)["devices"] = boost::json::array{}; }},
+            },
+            std::nullopt);
+}
+
+TEST_F(WireTest, HostBenchmarkAloneRoundTripsAsInsideARegistration) {
+  const HostRegistration reg = SampleRegistration();
+  const std::string text = SerializeHostBenchmark(reg.benchmark);
+  // The same object as the registration's "benchmark", so stored benchmarks read back alike.
+  EXPECT_EQ(boost::json::parse(text),
+            boost::json::parse(SerializeHostRegistration(reg)).as_object().at("benchmark"));
+  auto out = ParseHostBenchmark(text);
+  ASSERT_TRUE(out) << out.error().ToString();
+  ASSERT_TRUE(out->gpu.has_value());
+  EXPECT_EQ(out->gpu->devices.size(), 2u);
+  EXPECT_EQ(SerializeHostBenchmark(*out), text);
+
+  HostBenchmark no_gpu = reg.benchmark;
+  no_gpu.gpu.reset();
+  auto back = ParseHostBenchmark(SerializeHostBenchmark(no_gpu));
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_FALSE(back->gpu.has_value());
+
+  using O = boost::json::object;
+  auto parse = [](std::string_view s) { return AsStatus(ParseHostBenchmark(s)); };
+  ExpectAll(text, parse,
+            {
+                {"protocol field", [](O& o) { o["protocol"] = kProtocolVersion; }},
+                {"unknown field", [](O& o) { o["tpu"] = 1; }},
+                {"gpu status too long",
+                 [](O& o) { At(o, "gpu")["status"] = Repeat('s', kMaxGpuStatus + 1); }},
+                {"cuda_devices missing", [](O& o) { o.erase("cuda_devices"); }},
+            },
+            Errc::kMalformed);
+  EXPECT_EQ(CodeOf(parse(text + std::string(kMaxPayloadJson, ' '))), Errc::kTooLarge);
+}
+
+TEST_F(WireTest, FitUtf8CutsAtCharacterBoundariesAndRepairsBytes) {
+  EXPECT_EQ(FitUtf8("NVIDIA H200", 256), "NVIDIA H200");
+  EXPECT_EQ(FitUtf8("abcdef", 4), "abcd");
+  // "\xc3\xa9" is one two-byte character: a cut inside it drops it whole.
+  EXPECT_EQ(FitUtf8("ab\xc3\xa9", 3), "ab");
+  EXPECT_EQ(FitUtf8("ab\xc3\xa9", 4), "ab\xc3\xa9");
+  EXPECT_EQ(FitUtf8("a\xff\xc3z", 16), "a??z");
+  EXPECT_EQ(FitUtf8("", 0), "");
+  // Whatever it returns is accepted where the bound is the field's limit.
+  HostRegistration r = SampleRegistration();
+  r.benchmark.gpu->status = FitUtf8(std::string(300, '\xe2'), kMaxGpuStatus);
+  r.benchmark.gpu->driver = FitUtf8(std::string(40, 'x') + std::string(40, '\xa9'), kMaxGpuDriver);
+  auto parsed = ParseHostRegistration(SerializeHostRegistration(r));
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_EQ(parsed->benchmark.gpu->status, std::string(kMaxGpuStatus, '?'));
+  EXPECT_EQ(parsed->benchmark.gpu->driver.size(), kMaxGpuDriver);
 }
 
 TEST_F(WireTest, JobStatusFieldChecks) {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Authorization of every /v1 route through the real HTTPS server, as a matrix of callers (no
 // token, malformed headers, a valid token under another scheme, an unknown token, a donor's host
-// token, the owning recipient, another recipient, an admin) and routes: each cell's status is
-// asserted, every refused request must leave the database and the blob store exactly as they were,
-// and bearer tokens must be stored only as hashes.
+// token, the owning recipient, another recipient, an admin) and routes (every route of
+// docs/PROTOCOL.md, with ranged downloads and chunked uploads of blobs as rows of their own): each
+// cell's status is asserted, every refused request must leave the database and the blob store
+// (staged uploads included) exactly as they were, and bearer tokens must be stored only as hashes.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -14,6 +15,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
 #include <cctype>
 #include <functional>
 #include <map>
@@ -31,10 +33,18 @@ namespace ssl = boost::asio::ssl;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 
+struct Request {
+  std::string method;
+  std::string target;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers = {};  // e.g. Range, Content-Range
+};
+
 struct Reply {
   int status = 0;
   std::string body;
-  std::string model_spec;  // the X-Ubcp-Model-Spec header, if any
+  std::string model_spec;     // the X-Ubcp-Model-Spec header, if any
+  std::string content_range;  // the Content-Range header, if any
 };
 
 // Runs one asynchronous operation to completion. The stream's own expiry (set by the caller)
@@ -51,9 +61,8 @@ beast::error_code Await(net::io_context& ioc, Start start) {
 // One request on a fresh TLS connection (verifying the test certificate), with the Authorization
 // header sent verbatim ("" sends none). The project's HttpsClient always writes
 // "Bearer <token>"; this test must also send other schemes and over-long values.
-common::Result<Reply> SendRaw(std::uint16_t port, const fs::path& ca_file,
-                              const std::string& method, const std::string& target,
-                              const std::string& body, const std::string& authorization) {
+common::Result<Reply> SendRaw(std::uint16_t port, const fs::path& ca_file, const Request& r,
+                              const std::string& authorization) {
   auto failed = [](const char* what, const beast::error_code& ec) {
     return common::MakeError(common::Errc::kNetwork, std::string(what) + ": " + ec.message());
   };
@@ -76,15 +85,16 @@ common::Result<Reply> SendRaw(std::uint16_t port, const fs::path& ca_file,
     return failed("handshake", e);
   }
   http::request<http::string_body> req;
-  req.method_string(method);
-  req.target(target);
+  req.method_string(r.method);
+  req.target(r.target);
   req.version(11);
   req.keep_alive(false);
   req.set(http::field::host, "127.0.0.1");
   if (!authorization.empty()) req.set(http::field::authorization, authorization);
-  if (method != "GET") {
+  for (const auto& [name, value] : r.headers) req.set(name, value);
+  if (r.method != "GET") {
     req.set(http::field::content_type, "application/json");
-    req.body() = body;
+    req.body() = r.body;
   }
   req.prepare_payload();
   if (auto e = Await(ioc, [&](auto h) { http::async_write(stream, req, h); })) {
@@ -101,6 +111,7 @@ common::Result<Reply> SendRaw(std::uint16_t port, const fs::path& ca_file,
   reply.status = static_cast<int>(res.result_int());
   reply.body = res.body();
   reply.model_spec = std::string(res["X-Ubcp-Model-Spec"]);
+  reply.content_range = std::string(res[http::field::content_range]);
   return reply;
 }
 
@@ -185,11 +196,26 @@ const char* NameOf(Who who) {
   return "?";
 }
 
-struct Request {
-  std::string method;
-  std::string target;
-  std::string body;
-};
+// The `received` of an upload state answer ({"id", "received"}) for `id`, or -1.
+std::int64_t Received(const std::string& body, const std::string& id) {
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return -1;
+  const auto* got_id = v.as_object().if_contains("id");
+  const auto* received = v.as_object().if_contains("received");
+  if (got_id == nullptr || !got_id->is_string() || got_id->get_string() != id ||
+      received == nullptr || !received->is_number()) {
+    return -1;
+  }
+  return received->to_number<std::int64_t>();
+}
+
+// The Content-Range of bytes [first, last] of `total`.
+std::pair<std::string, std::string> ContentRange(std::size_t first, std::size_t last,
+                                                 std::size_t total) {
+  return {"Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
+                               std::to_string(total)};
+}
 
 struct Route {
   std::string name;
@@ -212,6 +238,19 @@ class AuthorizationTest : public LoopTest {
     donor_ = NewDonor("donor");
     ASSERT_FALSE(HasFailure());
     host_token_ = donor_->registration.token;
+
+    // Half of an upload staged by the donor's host, for GET /v1/uploads/{id}.
+    const std::string staged = "staged by the donor " + common::NewToken();
+    staged_id_ = common::ContentId(common::AsBytes(staged));
+    staged_bytes_ = staged.size() / 2;
+    auto chunk = SendRaw(server_->port(), dir_ / "cert.pem",
+                         {"PUT",
+                          "/v1/blobs/" + staged_id_,
+                          staged.substr(0, staged_bytes_),
+                          {ContentRange(0, staged_bytes_ - 1, staged.size())}},
+                         "Bearer " + host_token_);
+    ASSERT_TRUE(chunk);
+    ASSERT_EQ(chunk->status, 202) << chunk->body;
 
     // Alice's jobs: one to look at, two to cancel (one by her, one by the admin), one done.
     main_job_ = SubmitJob(DigitsJob(1));
@@ -301,8 +340,7 @@ class AuthorizationTest : public LoopTest {
   }
 
   Reply Send(Who who, const Request& r) {
-    auto reply =
-        SendRaw(server_->port(), dir_ / "cert.pem", r.method, r.target, r.body, Authorization(who));
+    auto reply = SendRaw(server_->port(), dir_ / "cert.pem", r, Authorization(who));
     EXPECT_TRUE(reply) << reply.error().ToString();
     return reply ? *reply : Reply{};
   }
@@ -414,10 +452,14 @@ class AuthorizationTest : public LoopTest {
   std::int64_t main_job_ = 0, cancel_job_ = 0, admin_cancel_job_ = 0, done_job_ = 0;
   std::string final_model_, done_spec_, model_blob_, result_body_;
   std::vector<std::string> issued_host_tokens_;  // from POST /v1/hosts in the matrix
+  std::string staged_id_;                        // half staged by the donor in SetUp
+  std::size_t staged_bytes_ = 0;
+  std::map<Who, std::string> chunked_uploads_;  // the whole blob of each caller's first chunk
 };
 
 // HTTP statuses, named by their numbers so that the table below reads as one.
-constexpr int k200 = 200, k201 = 201, k401 = 401, k403 = 403, k404 = 404;
+constexpr int k200 = 200, k201 = 201, k202 = 202, k206 = 206, k401 = 401, k403 = 403, k404 = 404,
+              k416 = 416;
 
 std::vector<Route> AuthorizationTest::Routes() {
   auto get = [](std::string target) {
@@ -433,11 +475,17 @@ std::vector<Route> AuthorizationTest::Routes() {
   const Row kAccounts = {k401, k401,    k401,        k401,     k401,    k401, k200, k200, k200};
   const Row kOwner    = {k401, k401,    k401,        k401,     k401,    k401, k404, k200, k200};
   const Row kAdmins   = {k401, k401,    k401,        k401,     k401,    k401, k403, k403, k200};
+  // This coordinator runs without an offline root: there is no key statement to give anyone.
+  const Row kNoRoot   = {k404, k404,    k404,        k404,     k404,    k404, k404, k404, k404};
   // clang-format on
-  auto created = [](Row row) {
-    for (int& s : row) s = s == k200 ? k201 : s;
+  // The same row with another success status.
+  auto answered = [](int status, Row row) {
+    for (int& s : row) s = s == k200 ? status : s;
     return row;
   };
+  auto created = [&](Row row) { return answered(k201, row); };
+  const std::string kPublicName = "authz-donor";
+  const std::string kTeam = "authz-team";
 
   std::vector<Route> routes;
   routes.push_back(
@@ -448,6 +496,7 @@ std::vector<Route> AuthorizationTest::Routes() {
       {"GET /v1/info", get("/v1/info"), kPublic, [this](Who, const Request&, const Reply& r) {
          EXPECT_NE(r.body.find(signing_key_->public_key().Hex()), std::string::npos);
        }});
+  routes.push_back({"GET /v1/keys", get("/v1/keys"), kNoRoot, nullptr});
   routes.push_back({"POST /v1/hosts",
                     [this](Who) {
                       return Request{"POST", "/v1/hosts", RegistrationBody()};
@@ -504,6 +553,65 @@ std::vector<Route> AuthorizationTest::Routes() {
          auto stored = blobs_->Get(q.target.substr(std::string("/v1/blobs/").size()), 1 << 20);
          ASSERT_TRUE(stored);
          EXPECT_EQ(common::AsString(*stored), q.body);
+       }});
+  routes.push_back(
+      {"GET /v1/blobs/{id} with Range",
+       [this](Who) {
+         return Request{"GET", "/v1/blobs/" + model_blob_, "", {{"Range", "bytes=1-10"}}};
+       },
+       answered(k206, kAnyToken),
+       [this](Who who, const Request& q, const Reply& r) {
+         auto whole = blobs_->Get(model_blob_, 64u << 20);
+         ASSERT_TRUE(whole);
+         ASSERT_GT(whole->size(), 11u);
+         const std::string size = std::to_string(whole->size());
+         EXPECT_EQ(r.body, common::AsString(*whole).substr(1, 10));
+         EXPECT_EQ(r.content_range, "bytes 1-10/" + size);
+         // A range past the end is unsatisfiable for a caller who may read the blob.
+         Request past = q;
+         past.headers = {{"Range", "bytes=" + size + "-"}};
+         const Reply beyond = Send(who, past);
+         EXPECT_EQ(beyond.status, k416) << beyond.body;
+         EXPECT_EQ(beyond.content_range, "bytes */" + size);
+       }});
+  routes.push_back(
+      {"PUT /v1/blobs/{id} with Content-Range",
+       [this](Who who) {
+         // The first half of a blob of its own for each caller: a refused chunk would leave a
+         // staging file.
+         const std::string bytes =
+             std::string("chunked upload by ") + NameOf(who) + " " + common::NewToken();
+         chunked_uploads_[who] = bytes;
+         const std::size_t half = bytes.size() / 2;
+         return Request{"PUT",
+                        "/v1/blobs/" + common::ContentId(common::AsBytes(bytes)),
+                        bytes.substr(0, half),
+                        {ContentRange(0, half - 1, bytes.size())}};
+       },
+       answered(k202, kHostOnly),
+       [this](Who who, const Request& q, const Reply& r) {
+         const std::string& bytes = chunked_uploads_[who];
+         const std::string id = q.target.substr(std::string("/v1/blobs/").size());
+         const std::size_t half = q.body.size();
+         EXPECT_EQ(Received(r.body, id), static_cast<std::int64_t>(half)) << r.body;
+         Reply progress = Send(who, {"GET", "/v1/uploads/" + id, ""});
+         EXPECT_EQ(progress.status, k200);
+         EXPECT_EQ(Received(progress.body, id), static_cast<std::int64_t>(half)) << progress.body;
+         // The rest completes the blob.
+         Reply last = Send(who, {"PUT",
+                                 q.target,
+                                 bytes.substr(half),
+                                 {ContentRange(half, bytes.size() - 1, bytes.size())}});
+         EXPECT_EQ(last.status, k201) << last.body;
+         auto stored = blobs_->Get(id, 1 << 20);
+         ASSERT_TRUE(stored);
+         EXPECT_EQ(common::AsString(*stored), bytes);
+       }});
+  routes.push_back(
+      {"GET /v1/uploads/{id}", get("/v1/uploads/" + staged_id_), kHostOnly,
+       [this](Who, const Request&, const Reply& r) {
+         EXPECT_EQ(Received(r.body, staged_id_), static_cast<std::int64_t>(staged_bytes_))
+             << r.body;
        }});
   routes.push_back({"POST /v1/jobs/quote",
                     [](Who) {
@@ -607,12 +715,41 @@ std::vector<Route> AuthorizationTest::Routes() {
                       ASSERT_TRUE(report);
                       EXPECT_GE(report->hosts_registered, 1);
                     }});
+  routes.push_back({"PUT /v1/hosts/me/profile",
+                    [=](Who) {
+                      return Request{"PUT", "/v1/hosts/me/profile",
+                                     common::SerializeDonorProfile(
+                                         {common::kProtocolVersion, kPublicName, kTeam})};
+                    },
+                    kHostOnly,
+                    [=](Who, const Request&, const Reply& r) {
+                      auto profile = common::ParseDonorProfile(r.body);
+                      ASSERT_TRUE(profile);
+                      EXPECT_EQ(profile->public_name, kPublicName);
+                    }});
+  routes.push_back({"GET /v1/hosts/me/contribution", get("/v1/hosts/me/contribution"), kHostOnly,
+                    [=, this](Who, const Request&, const Reply& r) {
+                      auto contribution = common::ParseContribution(r.body);
+                      ASSERT_TRUE(contribution);
+                      EXPECT_EQ(contribution->host_id, donor_->registration.host_id);
+                      EXPECT_EQ(contribution->team, kTeam);
+                    }});
+  // Only the host's profile, set above, lists anyone.
+  routes.push_back({"GET /v1/leaderboard", get("/v1/leaderboard"), kPublic,
+                    [=, this](Who, const Request&, const Reply& r) {
+                      auto board = common::ParseLeaderboard(r.body);
+                      ASSERT_TRUE(board);
+                      ASSERT_EQ(board->donors.size(), 1u);
+                      EXPECT_EQ(board->donors[0].host_id, donor_->registration.host_id);
+                      EXPECT_EQ(board->donors[0].name, kPublicName);
+                    }});
   return routes;
 }
 
 TEST_F(AuthorizationTest, EveryRouteAnswersEachCallerAsItsRoleAllows) {
   const std::vector<Route> routes = Routes();
-  ASSERT_EQ(routes.size(), 17u);  // every route of docs/PROTOCOL.md
+  // The 22 routes of docs/PROTOCOL.md, plus a ranged GET and a chunked PUT of a blob.
+  ASSERT_EQ(routes.size(), 24u);
   for (const Route& route : routes) {
     for (std::size_t c = 0; c < kCallers.size(); ++c) {
       const Who who = kCallers[c];
@@ -642,8 +779,8 @@ TEST_F(AuthorizationTest, EveryRouteAnswersEachCallerAsItsRoleAllows) {
         }
       }
       if (!refused && route.check) route.check(who, request, reply);
-      if (expected == k404) {
-        ASSERT_TRUE(route.job);
+      // A job route's 404 (another account's job) must look like a missing job's.
+      if (expected == k404 && route.job) {
         ExpectLikeMissingJob(who, request, reply, route.job(who));
       }
     }
@@ -662,8 +799,8 @@ TEST_F(AuthorizationTest, EveryRouteAnswersEachCallerAsItsRoleAllows) {
 }
 
 TEST_F(AuthorizationTest, TokensAreStoredOnlyAsHashes) {
-  auto registered = SendRaw(server_->port(), dir_ / "cert.pem", "POST", "/v1/hosts",
-                            RegistrationBody(), "Bearer " + bob_);
+  auto registered = SendRaw(server_->port(), dir_ / "cert.pem",
+                            {"POST", "/v1/hosts", RegistrationBody()}, "Bearer " + bob_);
   ASSERT_TRUE(registered);
   ASSERT_EQ(registered->status, k201) << registered->body;
   auto walk_in = common::ParseHostRegistered(registered->body);
@@ -689,7 +826,7 @@ TEST_F(AuthorizationTest, TokensAreStoredOnlyAsHashes) {
   EXPECT_TRUE(store_->FindAccountByTokenHash(common::TokenHash(bob_)));
   EXPECT_EQ(store_->FindHostByTokenHash(common::TokenHash(walk_in->token))->id, walk_in->host_id);
   // The hash itself is no token: sent as a bearer token, it is refused.
-  auto r = SendRaw(server_->port(), dir_ / "cert.pem", "GET", "/v1/credits", "",
+  auto r = SendRaw(server_->port(), dir_ / "cert.pem", {"GET", "/v1/credits", ""},
                    "Bearer " + common::TokenHash(token_));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, k401) << r->body;

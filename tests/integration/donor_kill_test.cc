@@ -77,7 +77,7 @@ class DonorKillTest : public ProgramsTest {
     Child child = Spawn(DonorCommand(i, donor_tokens_[i],
                                      {"--threads", "1", "--poll", "0.2", "--bench-seconds", "0.2",
                                       "--checkpoint-every", std::to_string(kCheckpointEvery),
-                                      "--log-level", "debug"}),
+                                      "--checkpoint-seconds", "0", "--log-level", "debug"}),
                         DonorLog(i), DonorLog(i));
     if (i < donors_.size()) {
       donors_[i] = std::move(child);

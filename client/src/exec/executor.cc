@@ -105,6 +105,7 @@ common::Result<UnitOutput> ExecuteUnit(const common::Manifest& m, common::ByteSp
     params.should_stop = checkpoint.should_stop;
     if (checkpoint.save) {
       params.checkpoint_every = std::max(0, checkpoint.every_steps);
+      params.checkpoint_seconds = std::max(0.0, checkpoint.every_seconds);
       params.on_checkpoint = [&checkpoint](const common::TrainCheckpoint& state) {
         const common::Bytes bytes = common::EncodeCheckpoint(state, checkpoint.binding);
         common::Status saved = checkpoint.save(bytes);

@@ -60,6 +60,7 @@ ExecutionResult ExecuteUnitInDirectory(const ExecutionRequest& request,
   CheckpointOptions checkpoint;
   checkpoint.binding = request.manifest_hash;
   checkpoint.every_steps = request.checkpoint_every;
+  checkpoint.every_seconds = request.checkpoint_seconds;
   if (auto spec = common::ParseModelSpec(manifest->model_spec); spec) {
     // A checkpoint that cannot be read is ignored: the unit starts from step 0.
     auto saved = common::ReadFileAtMost(checkpoint_path, common::MaxCheckpointSize(*spec));
@@ -95,6 +96,11 @@ ExecutionResult ExecuteUnitInDirectory(const ExecutionRequest& request,
     return result;
   }
   if (auto saved = SaveUnitOutput(request.unit_dir, *output); !saved) {
+    if (saved.error().code == common::Errc::kInvalidArgument) {  // non-finite: not worth a retry
+      result.end = ExecutionEnd::kFailed;
+      result.message = "the unit's metrics are not finite (training or evaluation diverged)";
+      return result;
+    }
     // A full disk is not the unit's fault: another try may succeed.
     result.end = ExecutionEnd::kCrashed;
     result.message = "cannot save the output: " + saved.error().ToString();

@@ -108,6 +108,19 @@ common::HostBenchmark ToWire(const BenchmarkReport& report) {
   b.cuda_names = report.cuda_names;
   b.cuda_matmul_gflops = report.cuda_matmul_gflops;
   b.torch_version = report.torch_version;
+  // SummarizeGpus always writes a status: an empty one means no probe ran, i.e. not reported.
+  if (report.gpu.status.empty()) return b;
+  // The summary holds what the driver and dlerror said; it is cut to the wire's bounds here
+  // (and made valid UTF-8), since the coordinator refuses a registration that exceeds them.
+  common::GpuReport gpu;
+  gpu.status = common::FitUtf8(report.gpu.status, common::kMaxGpuStatus);
+  gpu.driver = common::FitUtf8(report.gpu.driver_version, common::kMaxGpuDriver);
+  for (const NvidiaGpu& g : report.gpu.gpus) {
+    if (gpu.devices.size() == common::kMaxGpuDevices) break;
+    gpu.devices.push_back({common::FitUtf8(g.name, common::kMaxStringField),
+                           g.memory_total_bytes / (std::uint64_t{1} << 20)});
+  }
+  b.gpu = std::move(gpu);
   return b;
 }
 
@@ -290,8 +303,12 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     return Step::kRefused;
   }
   tampered_ = false;
-  return ContinueUnit(UnitRecord{manifest->unit_id, UnitPhase::kLeased, 0, NowSeconds()}, summary,
-                      stop);
+  auto record = journal_->Load(manifest->unit_id);
+  if (!record) {
+    return GiveUp(manifest->unit_id, fmt::format("unit {}: lease not readable: {}",
+                                                 manifest->unit_id, record.error().ToString()));
+  }
+  return ContinueUnit(*record, summary, stop);
 }
 
 Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
@@ -349,8 +366,6 @@ Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
       ++summary.stale_updates;
     } else {
       if (options_.control != nullptr) options_.control->SetPhase("executing");
-      ++record.worker_starts;
-      if (!journal_->Save(record)) return Step::kRetry;
       ExecutionRequest request;
       request.unit_dir = journal_->Dir(unit_id);
       request.manifest_hash = manifest_hash;
@@ -360,6 +375,7 @@ Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
       request.threads = unit_threads_;
       request.memory_limit_bytes = unit_memory_mb_ << 20;
       request.checkpoint_every = options_.checkpoint_every;
+      request.checkpoint_seconds = options_.checkpoint_seconds;
       request.adversary = options_.adversary;
       if (options_.control != nullptr) {
         request.progress = [control = options_.control](std::int64_t done, std::int64_t total) {
@@ -383,9 +399,15 @@ Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
           return GiveUp(unit_id,
                         fmt::format("unit {}: execution failed: {}", unit_id, executed.message));
         case ExecutionEnd::kCrashed:
-          if (record.worker_starts >= options_.max_worker_starts) {
+          // Counted on disk: a unit whose worker crashes every time is given up, even across
+          // restarts of the daemon.
+          ++record.worker_crashes;
+          if (auto saved = journal_->Save(record); !saved) {
+            spdlog::error("unit {}: cannot save its state: {}", unit_id, saved.error().ToString());
+          }
+          if (record.worker_crashes >= options_.max_worker_crashes) {
             return GiveUp(unit_id, fmt::format("unit {}: worker crashed {} times, last: {}",
-                                               unit_id, record.worker_starts, executed.message));
+                                               unit_id, record.worker_crashes, executed.message));
           }
           ReportError(
               fmt::format("unit {}: worker crashed ({}); trying again", unit_id, executed.message));

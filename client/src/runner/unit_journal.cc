@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 
 #include "ubcp/common/atomic_file.h"
@@ -70,6 +71,51 @@ std::optional<std::string> StringField(const boost::json::object& o, std::string
   return std::string(v->get_string());
 }
 
+struct FinishedLine {
+  std::int64_t unit_id = 0;
+  bool acknowledged = false;
+  int attempt = -1;  // -1: "attempt=?" (the state was unreadable when the unit ended)
+};
+
+// One line of finished.log, "<id> acknowledged|failed attempt=<n|?> <reason>", read strictly:
+// anything else (a damaged line) is nullopt.
+std::optional<FinishedLine> ParseFinishedLine(std::string_view line) {
+  auto word = [&line]() {
+    const std::size_t space = line.find(' ');
+    std::string_view w = line.substr(0, space);
+    line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+    return w;
+  };
+  const std::string_view id_text = word(), ending = word(), attempt_text = word();
+  FinishedLine out;
+  auto [ptr, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), out.unit_id);
+  if (ec != std::errc() || ptr != id_text.data() + id_text.size() || out.unit_id <= 0) {
+    return std::nullopt;
+  }
+  if (ending != "acknowledged" && ending != "failed") return std::nullopt;
+  out.acknowledged = ending == "acknowledged";
+  constexpr std::string_view kTag = "attempt=";
+  if (attempt_text.substr(0, kTag.size()) != kTag) return std::nullopt;
+  const std::string_view n = attempt_text.substr(kTag.size());
+  if (n != "?") {
+    auto [p2, ec2] = std::from_chars(n.data(), n.data() + n.size(), out.attempt);
+    if (ec2 != std::errc() || p2 != n.data() + n.size() || out.attempt < 0) return std::nullopt;
+  }
+  return out;
+}
+
+// The complete (newline-terminated, so fsynced) lines of finished.log, parsed; damaged ones are
+// skipped. A torn last line was never fsynced: it is ignored.
+template <class F>
+void ForEachFinished(std::string_view text, F&& f) {
+  while (!text.empty()) {
+    const std::size_t end = text.find('\n');
+    if (end == std::string_view::npos) break;
+    if (auto line = ParseFinishedLine(text.substr(0, end))) f(*line);
+    text.remove_prefix(end + 1);
+  }
+}
+
 }  // namespace
 
 std::string_view PhaseName(UnitPhase phase) { return kPhaseNames[static_cast<int>(phase)]; }
@@ -82,6 +128,11 @@ common::Result<UnitPhase> ParsePhase(std::string_view name) {
 }
 
 common::Status SaveUnitOutput(const fs::path& unit_dir, const UnitOutput& output) {
+  // JSON has no NaN or infinity: such an output could never be read back.
+  for (double v : {output.metrics.loss, output.metrics.accuracy, output.metrics.first_loss,
+                   output.wall_seconds}) {
+    if (!std::isfinite(v)) return MakeError(Errc::kInvalidArgument, "the output is not finite");
+  }
   boost::json::object o{{"loss", output.metrics.loss},
                         {"accuracy", output.metrics.accuracy},
                         {"first_loss", output.metrics.first_loss},
@@ -153,7 +204,8 @@ fs::path UnitJournal::CheckpointPath(std::int64_t unit_id) const {
 common::Status UnitJournal::Save(const UnitRecord& record) const {
   boost::json::object o{{"unit_id", record.unit_id},
                         {"phase", PhaseName(record.phase)},
-                        {"worker_starts", record.worker_starts},
+                        {"attempt", record.attempt},
+                        {"worker_crashes", record.worker_crashes},
                         {"leased_at", record.leased_at}};
   return common::WriteFileAtomically(Dir(record.unit_id) / "state.json", boost::json::serialize(o),
                                      0600);
@@ -162,19 +214,26 @@ common::Status UnitJournal::Save(const UnitRecord& record) const {
 common::Result<UnitRecord> UnitJournal::Load(std::int64_t unit_id) const {
   UBCP_ASSIGN_OR_RETURN(boost::json::object o,
                         ReadJsonObject(Dir(unit_id) / "state.json", kMaxStateJson));
-  auto id = IntField(o, "unit_id"), starts = IntField(o, "worker_starts"),
-       leased_at = IntField(o, "leased_at");
+  auto id = IntField(o, "unit_id"), attempt = IntField(o, "attempt"),
+       starts = IntField(o, "worker_crashes"), leased_at = IntField(o, "leased_at");
   auto phase_name = StringField(o, "phase");
-  if (!id || *id != unit_id || !starts || *starts < 0 || *starts > 1'000'000 || !leased_at ||
-      !phase_name) {
+  if (!id || *id != unit_id || !attempt || *attempt < 0 || *attempt > 1'000'000'000 || !starts ||
+      *starts < 0 || *starts > 1'000'000 || !leased_at || !phase_name) {
     return MakeError(Errc::kMalformed, "bad state.json for unit " + std::to_string(unit_id));
   }
   UBCP_ASSIGN_OR_RETURN(UnitPhase phase, ParsePhase(*phase_name));
-  return UnitRecord{unit_id, phase, static_cast<int>(*starts), *leased_at};
+  return UnitRecord{unit_id, static_cast<int>(*attempt), phase, static_cast<int>(*starts),
+                    *leased_at};
 }
 
 common::Status UnitJournal::Begin(std::int64_t unit_id, const common::SignedEnvelope& manifest,
                                   std::int64_t now) {
+  // The manifest was verified by the caller; the journal keeps which attempt of the unit it is,
+  // since a unit given up may come back to this host as a later attempt.
+  UBCP_ASSIGN_OR_RETURN(common::Manifest parsed, common::ParseManifest(manifest.payload));
+  if (parsed.unit_id != unit_id) {
+    return MakeError(Errc::kInvalidArgument, "manifest is not unit " + std::to_string(unit_id));
+  }
   const fs::path dir = Dir(unit_id);
   std::error_code ec;
   if (!fs::create_directory(dir, ec)) {
@@ -184,7 +243,7 @@ common::Status UnitJournal::Begin(std::int64_t unit_id, const common::SignedEnve
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   UBCP_RETURN_IF_ERROR(common::WriteFileAtomically(ManifestPath(unit_id),
                                                    common::SerializeEnvelope(manifest), 0600));
-  return Save(UnitRecord{unit_id, UnitPhase::kLeased, 0, now});
+  return Save(UnitRecord{unit_id, parsed.attempt, UnitPhase::kLeased, 0, now});
 }
 
 common::Status UnitJournal::Advance(UnitRecord& record, UnitPhase next) {
@@ -224,17 +283,24 @@ common::Result<common::SignedEnvelope> UnitJournal::LoadResult(std::int64_t unit
   return common::ParseEnvelope(*text);
 }
 
-common::Result<bool> UnitJournal::Logged(std::int64_t unit_id) const {
-  for (bool acknowledged : {true, false}) {
-    UBCP_ASSIGN_OR_RETURN(std::vector<std::int64_t> ids, Finished(acknowledged));
-    if (std::find(ids.begin(), ids.end(), unit_id) != ids.end()) return true;
+common::Result<bool> UnitJournal::Logged(std::int64_t unit_id, int attempt) const {
+  UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                        common::ReadFileAtMost(root_ / "finished.log", kMaxFinishedLog));
+  bool logged = false;
+  if (text) {
+    ForEachFinished(*text, [&](const FinishedLine& line) {
+      logged = logged || (line.unit_id == unit_id && line.attempt == attempt);
+    });
   }
-  return false;
+  return logged;
 }
 
 common::Status UnitJournal::Finish(std::int64_t unit_id, bool acknowledged,
                                    std::string_view reason) const {
-  std::string line = std::to_string(unit_id) + (acknowledged ? " acknowledged " : " failed ");
+  // The attempt tells this ending from an earlier attempt's of the same unit (Pending()).
+  auto record = Load(unit_id);
+  std::string line = std::to_string(unit_id) + (acknowledged ? " acknowledged" : " failed") +
+                     " attempt=" + (record ? std::to_string(record->attempt) : "?") + " ";
   for (char c : reason.substr(0, 200)) line += (c == '\n' || c == '\r') ? ' ' : c;
   line += '\n';
   const fs::path log = root_ / "finished.log";
@@ -260,22 +326,10 @@ common::Result<std::vector<std::int64_t>> UnitJournal::Finished(bool acknowledge
   UBCP_ASSIGN_OR_RETURN(std::optional<std::string> text,
                         common::ReadFileAtMost(root_ / "finished.log", kMaxFinishedLog));
   std::vector<std::int64_t> ids;
-  if (!text) return ids;
-  const std::string_view want = acknowledged ? "acknowledged" : "failed";
-  std::string_view rest = *text;
-  while (!rest.empty()) {
-    const std::size_t end = rest.find('\n');
-    if (end == std::string_view::npos) break;  // a torn last line was never fsynced: ignore it
-    std::string_view line = rest.substr(0, end);
-    rest.remove_prefix(end + 1);
-    const std::size_t space = line.find(' ');
-    if (space == std::string_view::npos) continue;
-    std::string_view word = line.substr(space + 1);
-    word = word.substr(0, word.find(' '));
-    std::int64_t id = 0;
-    auto [ptr, ec] = std::from_chars(line.data(), line.data() + space, id);
-    if (ec != std::errc() || ptr != line.data() + space || word != want) continue;
-    ids.push_back(id);
+  if (text) {
+    ForEachFinished(*text, [&](const FinishedLine& line) {
+      if (line.acknowledged == acknowledged) ids.push_back(line.unit_id);
+    });
   }
   return ids;
 }
@@ -289,8 +343,11 @@ common::Result<std::vector<UnitRecord>> UnitJournal::Pending() const {
     std::int64_t id = 0;
     auto [ptr, parse_ec] = std::from_chars(name.data(), name.data() + name.size(), id);
     if (parse_ec != std::errc() || ptr != name.data() + name.size() || id <= 0) continue;
-    UBCP_ASSIGN_OR_RETURN(bool logged, Logged(id));
     auto record = Load(id);
+    bool logged = false;
+    if (record) {
+      UBCP_ASSIGN_OR_RETURN(logged, Logged(id, record->attempt));
+    }
     if (logged || !record) {
       // Ended before the crash (logged), or never recorded as leased (no state): nothing to do.
       fs::remove_all(entry.path(), ec);

@@ -49,6 +49,9 @@ std::vector<std::string> WorkerRunArgv(const fs::path& worker, const ExecutionRe
   if (r.checkpoint_every > 0) {
     argv.insert(argv.end(), {"--checkpoint-every", std::to_string(r.checkpoint_every)});
   }
+  if (r.checkpoint_seconds > 0) {
+    argv.insert(argv.end(), {"--checkpoint-seconds", Number(r.checkpoint_seconds)});
+  }
   if (r.adversary.mode != AdversaryMode::kHonest) {
     argv.insert(argv.end(), {"--adversary", std::string(AdversaryModeName(r.adversary.mode)),
                              "--adversary-scale", Number(r.adversary.scale)});
@@ -159,8 +162,13 @@ common::Result<BenchmarkReport> BenchmarkFromJson(std::string_view json) {
       const auto& to = t.as_object();
       r.train.push_back({std::string(to.at("model").as_string()), Num(to.at("samples_per_s"))});
     }
-    r.cpu_threads = static_cast<int>(o.at("cpu_threads").to_number<std::int64_t>());
-    r.cuda_devices = static_cast<int>(o.at("cuda_devices").to_number<std::int64_t>());
+    const auto cpu_threads = o.at("cpu_threads").to_number<std::int64_t>();
+    const auto cuda_devices = o.at("cuda_devices").to_number<std::int64_t>();
+    if (cpu_threads < 0 || cpu_threads > 4096 || cuda_devices < 0 || cuda_devices > 64) {
+      return bad();
+    }
+    r.cpu_threads = static_cast<int>(cpu_threads);
+    r.cuda_devices = static_cast<int>(cuda_devices);
     for (const auto& n : o.at("cuda_names").as_array()) {
       r.cuda_names.emplace_back(n.as_string());
     }
@@ -182,8 +190,8 @@ common::Result<BenchmarkReport> BenchmarkFromJson(std::string_view json) {
   } catch (const std::exception&) {  // a missing field or a wrong type
     return bad();
   }
-  if (!std::isfinite(r.matmul_gflops) || r.matmul_gflops < 0 || r.cpu_threads < 0 ||
-      r.cuda_devices < 0) {
+  if (!std::isfinite(r.matmul_gflops) || r.matmul_gflops < 0 ||
+      !std::isfinite(r.cuda_matmul_gflops) || r.cuda_matmul_gflops < 0) {
     return bad();
   }
   for (const auto& t : r.train) {

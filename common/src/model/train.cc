@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -110,6 +111,9 @@ Status CheckParams(const TrainParams& p) {
   }
   if (p.threads < 0 || p.threads > kMaxThreads) {
     return MakeError(Errc::kInvalidArgument, "threads out of range");
+  }
+  if (!std::isfinite(p.checkpoint_seconds) || p.checkpoint_seconds < 0) {
+    return MakeError(Errc::kInvalidArgument, "checkpoint_seconds must be >= 0");
   }
   if (p.checkpoint_every < 0 || p.checkpoint_every > kMaxLocalSteps) {
     return MakeError(Errc::kInvalidArgument, "checkpoint_every out of range");
@@ -330,6 +334,7 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
   }
   const std::size_t state_entries =
       OptimizerStateLayout(spec, params.optimizer, params.momentum).size();
+  auto last_checkpoint = std::chrono::steady_clock::now();
   for (int step = first_step; step < params.local_steps; ++step) {
     std::vector<std::int64_t> rows = sampler.Next(params.batch_size);
     torch::Tensor idx = torch::from_blob(rows.data(), {params.batch_size}, torch::kLong);
@@ -351,7 +356,11 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
     if (params.progress) params.progress(step + 1, params.local_steps);
     const int done = step + 1;
     if (done == params.local_steps) break;  // the outcome itself is the last state
-    const bool due = params.checkpoint_every > 0 && done % params.checkpoint_every == 0;
+    const bool due =
+        (params.checkpoint_every > 0 && done % params.checkpoint_every == 0) ||
+        (params.checkpoint_seconds > 0 &&
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - last_checkpoint)
+                 .count() >= params.checkpoint_seconds);
     const bool stop = params.should_stop && params.should_stop();
     if (params.on_checkpoint && (due || stop)) {
       TrainCheckpoint checkpoint;
@@ -369,6 +378,7 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
           std::isfinite(checkpoint.first_loss) && std::isfinite(checkpoint.last_loss)) {
         UBCP_RETURN_IF_ERROR(params.on_checkpoint(checkpoint));
       }
+      last_checkpoint = std::chrono::steady_clock::now();
     }
     if (stop) {
       return MakeError(Errc::kUnavailable, "training stopped on request after step " +

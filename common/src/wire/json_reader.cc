@@ -280,6 +280,11 @@ Result<std::optional<ObjectReader>> ObjectReader::OptionalObject(std::string_vie
   return std::optional<ObjectReader>(std::move(reader));
 }
 
+Result<std::optional<ObjectReader>> ObjectReader::OmittableObject(std::string_view key) {
+  if (!object_->contains(key)) return std::optional<ObjectReader>();
+  return OptionalObject(key);
+}
+
 Status ObjectReader::Finish() const {
   for (const auto& kv : *object_) {
     std::string_view key(kv.key().data(), kv.key().size());

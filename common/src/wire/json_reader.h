@@ -70,6 +70,9 @@ class ObjectReader {
   Result<ObjectReader> Object(std::string_view key);
   // A nested object or JSON null (std::nullopt).
   Result<std::optional<ObjectReader>> OptionalObject(std::string_view key);
+  // Like OptionalObject, but an absent key is also std::nullopt: for fields added to a message
+  // after it was first published, which older senders leave out.
+  Result<std::optional<ObjectReader>> OmittableObject(std::string_view key);
 
   // kMalformed naming the first key that was not consumed.
   Status Finish() const;

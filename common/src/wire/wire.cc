@@ -167,8 +167,64 @@ Result<ModelThroughputMsg> ReadThroughput(const boost::json::value& v, std::stri
   return t;
 }
 
-Result<HostBenchmark> ReadBenchmark(ObjectReader& parent) {
-  UBCP_ASSIGN_OR_RETURN(ObjectReader r, parent.Object("benchmark"));
+boost::json::object ToJson(const GpuReport& g) {
+  boost::json::array devices;
+  for (const GpuDeviceMsg& d : g.devices) {
+    devices.push_back(boost::json::object{{"name", d.name}, {"memory_mb", d.memory_mb}});
+  }
+  boost::json::object o;
+  o["status"] = g.status;
+  o["driver"] = g.driver;
+  o["devices"] = std::move(devices);
+  return o;
+}
+
+boost::json::object ToJson(const HostBenchmark& b) {
+  boost::json::object o;
+  o["matmul_gflops"] = b.matmul_gflops;
+  boost::json::array train;
+  for (const ModelThroughputMsg& t : b.train) {
+    train.push_back(boost::json::object{{"model", t.model}, {"samples_per_s", t.samples_per_s}});
+  }
+  o["train"] = std::move(train);
+  o["cpu_threads"] = b.cpu_threads;
+  o["cuda_devices"] = b.cuda_devices;
+  boost::json::array names;
+  for (const std::string& n : b.cuda_names) names.push_back(boost::json::string(n));
+  o["cuda_names"] = std::move(names);
+  o["cuda_matmul_gflops"] = b.cuda_matmul_gflops;
+  o["torch_version"] = b.torch_version;
+  // Left out when not reported, so that a benchmark without it is byte-identical to one from
+  // before the field existed.
+  if (b.gpu) o["gpu"] = ToJson(*b.gpu);
+  return o;
+}
+
+Result<GpuDeviceMsg> ReadGpuDevice(const boost::json::value& v, std::string path) {
+  UBCP_ASSIGN_OR_RETURN(ObjectReader r, json::ObjectValue(v, std::move(path)));
+  GpuDeviceMsg d;
+  UBCP_ASSIGN_OR_RETURN(d.name, r.String("name", kMaxStringField));
+  UBCP_ASSIGN_OR_RETURN(d.memory_mb, r.Uint64("memory_mb"));
+  UBCP_RETURN_IF_ERROR(r.Finish());
+  return d;
+}
+
+Result<GpuReport> ReadGpuReport(ObjectReader& r) {
+  GpuReport g;
+  UBCP_ASSIGN_OR_RETURN(g.status, r.String("status", kMaxGpuStatus));
+  UBCP_ASSIGN_OR_RETURN(g.driver, r.String("driver", kMaxGpuDriver));
+  UBCP_ASSIGN_OR_RETURN(const boost::json::array* devices, r.Array("devices", kMaxGpuDevices));
+  for (std::size_t i = 0; i < devices->size(); ++i) {
+    UBCP_ASSIGN_OR_RETURN(
+        GpuDeviceMsg d,
+        ReadGpuDevice((*devices)[i], r.path() + ".devices[" + std::to_string(i) + "]"));
+    g.devices.push_back(std::move(d));
+  }
+  UBCP_RETURN_IF_ERROR(r.Finish());
+  return g;
+}
+
+Result<HostBenchmark> ReadBenchmark(ObjectReader& r) {
   HostBenchmark b;
   UBCP_ASSIGN_OR_RETURN(b.matmul_gflops, r.Double("matmul_gflops", kNonNegative));
   UBCP_ASSIGN_OR_RETURN(const boost::json::array* train, r.Array("train", kMaxTrainEntries));
@@ -190,8 +246,17 @@ Result<HostBenchmark> ReadBenchmark(ObjectReader& parent) {
   }
   UBCP_ASSIGN_OR_RETURN(b.cuda_matmul_gflops, r.Double("cuda_matmul_gflops", kNonNegative));
   UBCP_ASSIGN_OR_RETURN(b.torch_version, r.String("torch_version", kMaxStringField));
+  UBCP_ASSIGN_OR_RETURN(std::optional<ObjectReader> gpu, r.OmittableObject("gpu"));
+  if (gpu) {
+    UBCP_ASSIGN_OR_RETURN(b.gpu, ReadGpuReport(*gpu));
+  }
   UBCP_RETURN_IF_ERROR(r.Finish());
   return b;
+}
+
+Result<HostBenchmark> ReadBenchmarkField(ObjectReader& parent) {
+  UBCP_ASSIGN_OR_RETURN(ObjectReader r, parent.Object("benchmark"));
+  return ReadBenchmark(r);
 }
 
 Result<HostCapabilities> ReadCapabilities(ObjectReader& parent) {
@@ -323,22 +388,19 @@ std::string PayloadHash(const SignedEnvelope& env) {
 
 // ---- host registration ----
 
-std::string SerializeHostRegistration(const HostRegistration& r) {
-  boost::json::object bench;
-  bench["matmul_gflops"] = r.benchmark.matmul_gflops;
-  boost::json::array train;
-  for (const ModelThroughputMsg& t : r.benchmark.train) {
-    train.push_back(boost::json::object{{"model", t.model}, {"samples_per_s", t.samples_per_s}});
-  }
-  bench["train"] = std::move(train);
-  bench["cpu_threads"] = r.benchmark.cpu_threads;
-  bench["cuda_devices"] = r.benchmark.cuda_devices;
-  boost::json::array names;
-  for (const std::string& n : r.benchmark.cuda_names) names.push_back(boost::json::string(n));
-  bench["cuda_names"] = std::move(names);
-  bench["cuda_matmul_gflops"] = r.benchmark.cuda_matmul_gflops;
-  bench["torch_version"] = r.benchmark.torch_version;
+std::string SerializeHostBenchmark(const HostBenchmark& b) {
+  return boost::json::serialize(ToJson(b));
+}
 
+Result<HostBenchmark> ParseHostBenchmark(std::string_view json) {
+  return ParseMessage(json, kMaxPayloadJson, "benchmark", false, ReadBenchmark);
+}
+
+std::string FitUtf8(std::string_view s, std::size_t max_bytes) {
+  return SanitizeUtf8(s, max_bytes);
+}
+
+std::string SerializeHostRegistration(const HostRegistration& r) {
   boost::json::object caps;
   caps["cpu_cores"] = r.capabilities.cpu_cores;
   caps["memory_mb"] = r.capabilities.memory_mb;
@@ -350,7 +412,7 @@ std::string SerializeHostRegistration(const HostRegistration& r) {
   o["public_key"] = r.public_key;
   o["name"] = r.name;
   o["issued_at"] = r.issued_at;
-  o["benchmark"] = std::move(bench);
+  o["benchmark"] = ToJson(r.benchmark);
   o["capabilities"] = std::move(caps);
   return boost::json::serialize(o);
 }
@@ -363,7 +425,7 @@ Result<HostRegistration> ParseHostRegistration(std::string_view json) {
                                               ReadHex(r, "public_key", kPublicKeyHex));
                         UBCP_ASSIGN_OR_RETURN(h.name, r.String("name", kMaxStringField));
                         UBCP_ASSIGN_OR_RETURN(h.issued_at, r.Int64("issued_at", 0, kMaxInt64));
-                        UBCP_ASSIGN_OR_RETURN(h.benchmark, ReadBenchmark(r));
+                        UBCP_ASSIGN_OR_RETURN(h.benchmark, ReadBenchmarkField(r));
                         UBCP_ASSIGN_OR_RETURN(h.capabilities, ReadCapabilities(r));
                         return h;
                       });

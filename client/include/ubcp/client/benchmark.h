@@ -25,7 +25,8 @@ struct BenchmarkReport {
   double cuda_matmul_gflops = 0;  // 0 without CUDA
   std::string torch_version;
   // What NVML sees, whether or not libtorch can use it (GpuSummary::status says which, e.g.
-  // "present, not usable: this libtorch has no CUDA: ..."). Not sent at registration yet.
+  // "present, not usable: this libtorch has no CUDA: ..."); sent at registration (wire.h
+  // GpuReport).
   GpuSummary gpu;
 };
 

@@ -36,6 +36,7 @@ struct CheckpointOptions {
   // finetune unit, `save` (when set) gets the encoded checkpoint to store (atomically: a torn
   // file only costs the resume). An error from it stops the unit and ExecuteUnit returns it.
   int every_steps = 0;
+  double every_seconds = 0;  // also once this long has passed since the last one (0 = never)
   std::function<common::Status(common::ByteSpan)> save;
   // Asked after each optimizer step or evaluation batch but the last (must be cheap): true
   // stops the unit, after saving a finetune unit's checkpoint; ExecuteUnit then returns an error

@@ -70,9 +70,12 @@ struct RunnerOptions {
   int threads = 1;  // torch intra-op threads for execution
   // Runs the units (required): WorkerExecutor in the daemon, InProcessExecutor in tests.
   std::shared_ptr<UnitExecutor> executor;
-  int checkpoint_every = 25;  // fine-tune steps between checkpoints (0: none)
+  // Fine-tune checkpoints: every checkpoint_every steps (0: not by steps), and at most
+  // checkpoint_seconds apart (0: no bound). A crash loses at most the work since the last one.
+  int checkpoint_every = 0;
+  double checkpoint_seconds = 30;
   // A unit whose worker crashed (killed, out of disk...) this many times is given up.
-  int max_worker_starts = 5;
+  int max_worker_crashes = 5;
   std::vector<std::string> kinds;  // empty = all kinds
   double idle_poll_s = 1.0;        // wait when there is no work
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never

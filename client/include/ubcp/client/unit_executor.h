@@ -27,6 +27,7 @@ struct ExecutionRequest {
   int threads = 1;
   std::uint64_t memory_limit_bytes = 0;  // 0: no cap
   int checkpoint_every = 0;              // optimizer steps between checkpoints; 0: none
+  double checkpoint_seconds = 0;         // and at most this long between them; 0: no bound
   Adversary adversary;                   // robustness experiments only
   ProgressFn progress;                   // (done, total) steps
   // Polled while the unit runs: true stops it (pause, shutdown); a fine-tune unit saves a

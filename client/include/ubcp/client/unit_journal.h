@@ -12,7 +12,8 @@
 // A unit moves through the phases
 //   leased -> fetched -> executed -> uploaded -> signed -> (acknowledged: directory removed)
 // and from any phase to "failed" (directory removed). Each ending is appended to
-// <state>/units/finished.log ("<unit id> acknowledged|failed <reason>"), fsynced, so that a
+// <state>/units/finished.log ("<unit id> acknowledged|failed attempt=<n> <reason>"), fsynced, so
+// that a
 // donor (and the crash test) can tell what became of every unit. Every file is written
 // atomically (temp file + rename + fsync); a file that does not read back as written (size,
 // hash) counts as absent, and the step that made it is done again.
@@ -36,10 +37,11 @@ common::Result<UnitPhase> ParsePhase(std::string_view name);
 
 struct UnitRecord {
   std::int64_t unit_id = 0;
+  int attempt = 0;  // the manifest's: a unit given up may come back as a later attempt
   UnitPhase phase = UnitPhase::kLeased;
-  // Worker processes started for this unit: a unit whose worker keeps crashing is given up
-  // after a bound instead of looping forever.
-  int worker_starts = 0;
+  // Times this unit's worker crashed (a stop on pause is not a crash): a unit whose worker keeps
+  // crashing is given up after a bound instead of looping forever.
+  int worker_crashes = 0;
   std::int64_t leased_at = 0;  // unix seconds
 };
 
@@ -59,8 +61,8 @@ class UnitJournal {
   // lease was never acted on.
   common::Result<std::vector<UnitRecord>> Pending() const;
 
-  // Records a new lease: manifest.env then state.json (phase leased). kConflict when the unit
-  // already has a directory.
+  // Records a new lease: manifest.env then state.json (phase leased, the manifest's attempt).
+  // kConflict when the unit already has a directory; the manifest must parse and name unit_id.
   common::Status Begin(std::int64_t unit_id, const common::SignedEnvelope& manifest,
                        std::int64_t now);
   // Saves `record` (its phase may only stay or move forward: kInvalidArgument otherwise).
@@ -72,9 +74,10 @@ class UnitJournal {
   common::Status SaveResult(std::int64_t unit_id, const common::SignedEnvelope& result) const;
   common::Result<common::SignedEnvelope> LoadResult(std::int64_t unit_id) const;
 
-  // Ends the unit: appends "<id> acknowledged|failed <reason>" to finished.log (fsync), then
-  // removes its directory. The log line comes first: a crash in between leaves a directory
-  // whose unit is already logged, which Pending() then cleans up without logging it twice.
+  // Ends the unit: appends "<id> acknowledged|failed attempt=<n> <reason>" to finished.log
+  // (fsync), then removes its directory. The log line comes first: a crash in between leaves a
+  // directory whose unit and attempt are already logged, which Pending() then cleans up without
+  // logging it twice.
   common::Status Finish(std::int64_t unit_id, bool acknowledged, std::string_view reason) const;
   // Unit ids logged as acknowledged / failed (in log order; for status and tests).
   common::Result<std::vector<std::int64_t>> Finished(bool acknowledged) const;
@@ -86,7 +89,7 @@ class UnitJournal {
 
  private:
   explicit UnitJournal(std::filesystem::path root) : root_(std::move(root)) {}
-  common::Result<bool> Logged(std::int64_t unit_id) const;
+  common::Result<bool> Logged(std::int64_t unit_id, int attempt) const;
   std::filesystem::path root_;
 };
 

@@ -2,10 +2,12 @@
 #pragma once
 // What the daemon and its `ubcp-worker` processes say to each other. The daemon starts
 //   ubcp-worker run --unit-dir D --manifest-hash H --model-blob M --data-blob X --threads N
-//                   [--checkpoint-every K] [--adversary MODE --adversary-scale S]
+//                   [--checkpoint-every K] [--checkpoint-seconds T]
+//                   [--adversary MODE --adversary-scale S]
 //   ubcp-worker benchmark --seconds S --threads N
 // and reads the worker's standard output, one event per line:
-//   progress <done> <total>   after each optimizer step or evaluation batch
+//   progress <done> <total>   after an optimizer step or evaluation batch, at most every 100 ms
+//                             (and always the first and the last)
 //   resumed <step>            the unit continues from a checkpoint taken after <step> steps
 //   checkpoint <step>         a checkpoint after <step> steps is on disk
 //   error <message>           why the unit failed (before exit code kWorkerFailed)

@@ -81,6 +81,10 @@ struct TrainParams {
   // run, on_checkpoint (when set) gets the state; an error from it stops training and
   // TrainShard returns it. A state that is not finite (training diverging) is not handed out.
   int checkpoint_every = 0;
+  // Also after the first step that ends checkpoint_seconds or more after the previous checkpoint
+  // (or the start): 0 = never. Which steps these are depends on the machine's speed, never the
+  // result.
+  double checkpoint_seconds = 0;
   CheckpointSink on_checkpoint;
   StopRequest should_stop;  // optional: stops (kUnavailable) after a checkpoint, to resume later
   // Not owned; when set, training continues from it instead of from step 0 (`weights` stay the

@@ -56,6 +56,22 @@ struct ModelThroughputMsg {
   std::string model;
   double samples_per_s = 0;
 };
+// What the host's NVIDIA driver (NVML) reports, whether or not libtorch can use it, so that
+// admins see GPUs that exist but do no work (client/include/ubcp/client/gpu_probe.h).
+inline constexpr std::size_t kMaxGpuStatus = 256;
+inline constexpr std::size_t kMaxGpuDriver = 64;
+inline constexpr std::size_t kMaxGpuDevices = 16;
+struct GpuDeviceMsg {
+  std::string name;             // at most kMaxStringField bytes, e.g. "NVIDIA H200"
+  std::uint64_t memory_mb = 0;  // total memory, MiB
+};
+struct GpuReport {
+  // One line, at most kMaxGpuStatus bytes, e.g. "present, not usable: this libtorch has no CUDA:
+  // ..."; "usable: ..." when libtorch sees CUDA devices; "none: ..." without NVIDIA GPUs.
+  std::string status;
+  std::string driver;                 // NVML's driver version, at most kMaxGpuDriver; may be empty
+  std::vector<GpuDeviceMsg> devices;  // as NVML lists them, at most kMaxGpuDevices
+};
 struct HostBenchmark {
   double matmul_gflops = 0;
   std::vector<ModelThroughputMsg> train;  // at most 8
@@ -64,7 +80,19 @@ struct HostBenchmark {
   std::vector<std::string> cuda_names;  // at most 16
   double cuda_matmul_gflops = 0;
   std::string torch_version;
+  // Optional on the wire: absent or null is "not reported" (clients older than the field), and
+  // nullopt is serialised by leaving the key out, so such a message is unchanged.
+  std::optional<GpuReport> gpu;
 };
+// The benchmark object alone, exactly as inside a HostRegistration (no protocol field): the form
+// in which the coordinator stores it with the host. ParseHostBenchmark applies the same checks
+// as ParseHostRegistration does to its "benchmark" (limit kMaxPayloadJson).
+std::string SerializeHostBenchmark(const HostBenchmark& b);
+Result<HostBenchmark> ParseHostBenchmark(std::string_view json);
+// `s` cut to at most `max_bytes` bytes without splitting a UTF-8 character, each invalid byte
+// replaced by '?': for senders fitting text they did not write (driver messages, device names)
+// into a bounded string field, since the parser refuses over-long strings and invalid UTF-8.
+std::string FitUtf8(std::string_view s, std::size_t max_bytes);
 struct HostCapabilities {
   int cpu_cores = 0;
   std::uint64_t memory_mb = 0;
