@@ -54,17 +54,23 @@ common::Status WriteDurablyAt(int fd, std::uint64_t offset, common::ByteSpan byt
   return {};
 }
 
-common::Result<common::Bytes> ReadWhole(int fd, std::uint64_t size, const fs::path& path) {
-  common::Bytes bytes(static_cast<std::size_t>(size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::pread(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
+// The content id of the first `size` bytes of `fd`, read in 1 MiB pieces: a large blob is never
+// held in memory whole.
+common::Result<std::string> HashWhole(int fd, std::uint64_t size, const fs::path& path) {
+  common::Blake2bHasher hasher;
+  common::Bytes buffer(std::size_t{1} << 20);
+  std::uint64_t done = 0;
+  while (done < size) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), size - done));
+    ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return IoError("read", path);
     if (n == 0) return MakeError(Errc::kIo, "read " + path.string() + ": file ended early");
-    done += static_cast<std::size_t>(n);
+    hasher.Update(common::ByteSpan(buffer.data(), static_cast<std::size_t>(n)));
+    done += static_cast<std::uint64_t>(n);
   }
-  return bytes;
+  return hasher.Final().Hex();
 }
 
 // True when `path` is a regular file of ref.size bytes that hashes to ref.id.
@@ -75,8 +81,8 @@ bool FileHoldsBlob(const fs::path& path, const common::BlobRef& ref) {
       static_cast<std::uint64_t>(st.st_size) != ref.size) {
     return false;
   }
-  auto bytes = ReadWhole(fd.get(), ref.size, path);
-  return bytes && common::ContentId(*bytes) == ref.id;
+  auto id = HashWhole(fd.get(), ref.size, path);
+  return id && *id == ref.id;
 }
 
 common::Status FsyncDirectory(const fs::path& dir) {
@@ -249,8 +255,8 @@ common::Status CoordinatorApi::DownloadInto(const common::BlobRef& ref, const fs
   }
 
   // Check size and hash before anyone decompresses or parses these bytes.
-  UBCP_ASSIGN_OR_RETURN(common::Bytes bytes, ReadWhole(fd.get(), ref.size, part));
-  if (common::ContentId(bytes) != ref.id) {
+  UBCP_ASSIGN_OR_RETURN(std::string id, HashWhole(fd.get(), ref.size, part));
+  if (id != ref.id) {
     return discard(MakeError(Errc::kHashMismatch, "blob " + ref.id + " does not match its hash"));
   }
   if (::fsync(fd.get()) != 0) return IoError("fsync", part);

@@ -218,9 +218,8 @@ common::Result<std::filesystem::path> Runner::FetchBlob(const common::BlobRef& r
     return MakeError(Errc::kMalformed, "manifest names a bad blob id");
   }
   const std::filesystem::path path = state_.dir() / "blobs" / ref.id;
-  std::error_code ec;
-  // A cached file of the right size is used as is: the worker checks its hash before use.
-  if (std::filesystem::file_size(path, ec) == ref.size && !ec) return path;
+  // A cached file that still hashes right is used as is (nothing is fetched); a damaged one is
+  // fetched again and replaced.
   auto fetched = WithRetry(
       [&]() -> common::Status {
         std::uint64_t received = 0;

@@ -197,6 +197,24 @@ Digest Blake2b256(ByteSpan data) {
   return d;
 }
 
+static_assert(sizeof(crypto_generichash_state) <= 512 && alignof(crypto_generichash_state) <= 64);
+
+Blake2bHasher::Blake2bHasher() {
+  crypto_generichash_init(reinterpret_cast<crypto_generichash_state*>(state_), nullptr, 0, 32);
+}
+
+void Blake2bHasher::Update(ByteSpan data) {
+  crypto_generichash_update(reinterpret_cast<crypto_generichash_state*>(state_), data.data(),
+                            data.size());
+}
+
+Digest Blake2bHasher::Final() {
+  Digest d;
+  crypto_generichash_final(reinterpret_cast<crypto_generichash_state*>(state_), d.bytes.data(),
+                           d.bytes.size());
+  return d;
+}
+
 bool IsContentId(std::string_view id) {
   if (id.size() != 64) return false;
   for (char c : id) {

@@ -44,6 +44,16 @@ struct Digest {
 };
 Digest Blake2b256(ByteSpan data);
 inline std::string ContentId(ByteSpan data) { return Blake2b256(data).Hex(); }
+// The same digest over data given piece by piece (a large file read in chunks).
+class Blake2bHasher {
+ public:
+  Blake2bHasher();
+  void Update(ByteSpan data);
+  Digest Final();  // once
+
+ private:
+  alignas(64) unsigned char state_[512];  // libsodium's crypto_generichash_state
+};
 // True for a well-formed content id (64 lower-case hex chars); used before ids reach paths.
 bool IsContentId(std::string_view id);
 
