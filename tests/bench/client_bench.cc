@@ -101,7 +101,7 @@ struct Options {
   double lr = 0.05;
   double momentum = 0.9;
   int steps = 0;  // 0: sized from the bare loop's warm-up to last about unit_seconds
-  double unit_seconds = 15.0;
+  double unit_seconds = 30.0;
   int repetitions = 3;              // of the bare loop and the worker with checkpoints
   int detail_repetitions = 1;       // of the worker without checkpoints and the in-process executor
   int nice = 19;                    // of the worker, and of this process (see main)
