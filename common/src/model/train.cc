@@ -143,8 +143,22 @@ Status LoadWeights(ZooNet& net, const TensorList& weights) {
   return {};
 }
 
+// Where training and evaluation run: the first CUDA device when this libtorch has CUDA and sees
+// one, else the CPU. Inputs are checked on the CPU and copied there; what leaves (deltas,
+// checkpoints, metrics) is copied back to the CPU.
+torch::Device ComputeDevice() {
+  static const torch::Device device = [] {
+    try {
+      if (torch::cuda::is_available()) return torch::Device(torch::kCUDA, 0);
+    } catch (const std::exception&) {
+    }
+    return torch::Device(torch::kCPU);
+  }();
+  return device;
+}
+
 NamedTensor ToNamed(const std::string& name, const torch::Tensor& t) {
-  torch::Tensor c = t.detach().to(torch::kFloat).contiguous();
+  torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
   NamedTensor out;
   out.name = name;
   out.kind = TensorKind::kF32;
@@ -230,8 +244,10 @@ typename Map::key_type StateKey(const torch::Tensor& param) {
   }
 }
 
-// An owned, contiguous fp32 copy of a checked tensor.
-torch::Tensor OwnedTensor(const NamedTensor& t) { return FloatView(t).clone(); }
+// An owned, contiguous fp32 copy of a checked tensor on the compute device.
+torch::Tensor OwnedTensor(const NamedTensor& t) {
+  return FloatView(t).to(ComputeDevice(), torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
+}
 
 // Copies the optimizer's per-parameter state out in OptimizerStateLayout order. kInternal if the
 // optimizer does not hold the state that layout promises.
@@ -302,12 +318,14 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
   const NamedTensor& x = *FindTensor(data, "x");
   const NamedTensor& y = *FindTensor(data, "y");
   const bool is_u8 = x.kind == TensorKind::kU8;
-  torch::Tensor x_all = DataX(x);
-  torch::Tensor y_all = ByteView(y);
+  const torch::Device device = ComputeDevice();
+  torch::Tensor x_all = DataX(x).to(device);
+  torch::Tensor y_all = ByteView(y).to(device);
 
   const TrainCheckpoint* resume = params.resume;
   auto net = std::make_shared<ZooNet>(spec);
   UBCP_RETURN_IF_ERROR(LoadWeights(*net, resume ? resume->weights : weights));
+  net->to(device);  // before the optimizer takes the parameters
   net->train();
   std::vector<std::string> names;
   for (const NamedTensor& w : weights) names.push_back(w.name);
@@ -337,7 +355,7 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
   auto last_checkpoint = std::chrono::steady_clock::now();
   for (int step = first_step; step < params.local_steps; ++step) {
     std::vector<std::int64_t> rows = sampler.Next(params.batch_size);
-    torch::Tensor idx = torch::from_blob(rows.data(), {params.batch_size}, torch::kLong);
+    torch::Tensor idx = torch::from_blob(rows.data(), {params.batch_size}, torch::kLong).to(device);
     torch::Tensor xb = Gather(x_all, is_u8, idx);
     torch::Tensor yb = y_all.index_select(0, idx).to(torch::kLong);
     opt->zero_grad();
@@ -391,7 +409,8 @@ Result<TrainOutcome> TrainChecked(const ModelSpec& spec, const TensorList& weigh
   auto trained = net->named_parameters(/*recurse=*/true);
   outcome.delta.reserve(weights.size());
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    NamedTensor d = ToNamed(weights[i].name, trained[i].value() - FloatView(weights[i]));
+    NamedTensor d =
+        ToNamed(weights[i].name, trained[i].value().to(torch::kCPU) - FloatView(weights[i]));
     for (float v : d.f32) {
       if (!std::isfinite(v)) {
         return MakeError(Errc::kInvalidArgument,
@@ -410,11 +429,13 @@ Result<EvalOutcome> EvaluateChecked(const ModelSpec& spec, const TensorList& wei
   const NamedTensor& x = *FindTensor(data, "x");
   const NamedTensor& y = *FindTensor(data, "y");
   const bool is_u8 = x.kind == TensorKind::kU8;
-  torch::Tensor x_all = DataX(x);
-  torch::Tensor y_all = ByteView(y);
+  const torch::Device device = ComputeDevice();
+  torch::Tensor x_all = DataX(x).to(device);
+  torch::Tensor y_all = ByteView(y).to(device);
 
   auto net = std::make_shared<ZooNet>(spec);
   UBCP_RETURN_IF_ERROR(LoadWeights(*net, weights));
+  net->to(device);
   net->eval();
   torch::NoGradGuard no_grad;
   const std::int64_t rows = y.shape[0];
