@@ -82,22 +82,7 @@ TEST_F(CrashRecoveryTest, KilledCoordinatorLosesAndDoublesNothing) {
   }
   // A donor that cannot reach the coordinator while it registers gives up: no kill before every
   // donor is registered.
-  for (int i = 0; i < kDonors; ++i) {
-    const auto until = Clock::now() + std::chrono::seconds(30);
-    while (!fs::exists(DonorState(i) / "registration.json") && donors_[i].Running() &&
-           Clock::now() < until) {
-      SleepSeconds(0.05);
-    }
-    ASSERT_TRUE(fs::exists(DonorState(i) / "registration.json"))
-        << "donor " << i << " did not register: " << Tail(ReadFile(DonorLog(i)));
-  }
-  std::map<std::int64_t, int> donor_of_host;
-  std::smatch m;
-  for (int i = 0; i < kDonors; ++i) {
-    const std::string reg = ReadFile(DonorState(i) / "registration.json");
-    ASSERT_TRUE(std::regex_search(reg, m, std::regex(R"("host_id":(\d+))"))) << reg;
-    donor_of_host[std::stoll(m[1])] = i;
-  }
+  const std::map<std::int64_t, int> donor_of_host = WaitForRegistrations(30);
   ASSERT_EQ(donor_of_host.size(), static_cast<std::size_t>(kDonors));
 
   std::vector<std::int64_t> jobs;

@@ -102,22 +102,9 @@ TEST_F(DonorKillTest, KilledDonorsLoseNothingAndCountNothingTwice) {
     donor_tokens_.push_back(AddDonorAccount("donor-owner-" + std::to_string(i)));
     StartDonor(i);
   }
-  for (int i = 0; i < kDonors; ++i) {
-    const auto until = Clock::now() + std::chrono::seconds(60);
-    while (!fs::exists(DonorState(i) / "registration.json") && donors_[i].Running() &&
-           Clock::now() < until) {
-      SleepSeconds(0.05);
-    }
-    ASSERT_TRUE(fs::exists(DonorState(i) / "registration.json"))
-        << "donor " << i << " did not register: " << Tail(ReadFile(DonorLog(i)));
-  }
-  std::map<std::int64_t, int> donor_of_host;
+  const std::map<std::int64_t, int> donor_of_host = WaitForRegistrations(60);
+  ASSERT_EQ(donor_of_host.size(), static_cast<std::size_t>(kDonors));
   std::smatch m;
-  for (int i = 0; i < kDonors; ++i) {
-    const std::string reg = ReadFile(DonorState(i) / "registration.json");
-    ASSERT_TRUE(std::regex_search(reg, m, std::regex(R"("host_id":(\d+))"))) << reg;
-    donor_of_host[std::stoll(m[1])] = i;
-  }
   const std::int64_t job = Submit(KillJob(), "job.json");
   ASSERT_GT(job, 0);
   Db live(data_ / "coordinator.db");

@@ -390,6 +390,27 @@ class ProgramsTest : public ::testing::Test {
     return args;
   }
 
+  // Waits (up to `seconds`) until every donor started so far has registered; the donor index of
+  // each host id. A donor that did not register is a test failure (and is left out).
+  std::map<std::int64_t, int> WaitForRegistrations(double seconds) {
+    std::map<std::int64_t, int> donor_of_host;
+    std::smatch m;
+    for (std::size_t i = 0; i < donors_.size(); ++i) {
+      const fs::path registration = DonorState(i) / "registration.json";
+      const auto until = Clock::now() + std::chrono::duration<double>(seconds);
+      while (!fs::exists(registration) && donors_[i].Running() && Clock::now() < until) {
+        SleepSeconds(0.05);
+      }
+      const std::string reg = ReadFile(registration);
+      if (!std::regex_search(reg, m, std::regex(R"("host_id":(\d+))"))) {
+        ADD_FAILURE() << "donor " << i << " did not register: " << Tail(ReadFile(DonorLog(i)));
+        continue;
+      }
+      donor_of_host[std::stoll(m[1])] = static_cast<int>(i);
+    }
+    return donor_of_host;
+  }
+
   // Submits a job spec (JSON) with the recipient's tool; its id, or -1 and a test failure.
   std::int64_t Submit(const std::string& spec_json, const std::string& file_name) {
     const fs::path spec = dir_ / file_name;

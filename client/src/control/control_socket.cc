@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "ubcp/common/unique_fd.h"
+
 namespace ubcp::client {
 using common::Errc;
 using common::MakeError;
@@ -32,28 +34,7 @@ constexpr std::size_t kMaxAnswer = 64 * 1024;
 std::string Errno(std::string_view what) { return std::string(what) + ": " + std::strerror(errno); }
 
 // Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
+using Fd = common::UniqueFd;
 
 common::Result<sockaddr_un> SocketAddress(const fs::path& path) {
   sockaddr_un addr{};

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "ubcp/common/crypto.h"
+#include "ubcp/common/unique_fd.h"
 
 namespace ubcp::client {
 namespace fs = std::filesystem;
@@ -20,20 +21,7 @@ using common::MakeError;
 
 namespace {
 
-// Closes the descriptor when it goes out of scope.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using ScopedFd = common::UniqueFd;
 
 common::Error IoError(const std::string& what, const fs::path& path) {
   return MakeError(Errc::kIo, what + " " + path.string() + ": " + std::strerror(errno));

@@ -18,6 +18,8 @@
 #include <system_error>
 #include <utility>
 
+#include "ubcp/common/unique_fd.h"
+
 extern char** environ;
 
 namespace ubcp::client {
@@ -143,30 +145,7 @@ bool CloseFrom(int first) noexcept {
 
 // ---- Parent-side helpers -----------------------------------------------------------------
 
-// Owns one descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { Reset(); }
-  int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = common::UniqueFd;
 
 // Moves a close-on-exec descriptor to a number >= 3, so that the child's dup2 onto 0..2 cannot
 // overwrite it (a daemon started with its standard streams closed gets pipes at 0..2).

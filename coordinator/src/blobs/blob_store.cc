@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "ubcp/common/crypto.h"
+#include "ubcp/common/unique_fd.h"
 
 namespace ubcp::coordinator {
 namespace fs = std::filesystem;
@@ -22,20 +23,7 @@ using common::MakeError;
 
 namespace {
 
-// Closes the descriptor when it goes out of scope.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using ScopedFd = common::UniqueFd;
 
 // Reads exactly out.size() bytes at `offset`. kIo on failure or a file shorter than that.
 common::Status PreadFully(int fd, std::uint64_t offset, std::span<std::uint8_t> out,
