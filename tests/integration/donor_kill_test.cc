@@ -154,17 +154,7 @@ TEST_F(DonorKillTest, KilledDonorsLoseNothingAndCountNothingTwice) {
   };
   const auto acked_by = Clock::now() + std::chrono::seconds(30);
   while (!all_acked() && Clock::now() < acked_by) SleepSeconds(0.25);
-  for (int i = 0; i < kDonors; ++i) {
-    const int st = donors_[i].Terminate(15);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        << "donor " << i << ": " << DescribeStatus(st);
-  }
-  const int coordinator_status = coordinator_.Terminate(15);
-  EXPECT_TRUE(WIFEXITED(coordinator_status) && WEXITSTATUS(coordinator_status) == 0)
-      << DescribeStatus(coordinator_status);
-
-  auto check = RunTool({UBCP_COORDINATOR_BIN, "check-ledger", "--data", data_.string()});
-  EXPECT_TRUE(check.ok()) << DescribeStatus(check.status) << "\n" << check.out << check.err;
+  StopAllAndCheckLedger();
 
   Db db(data_ / "coordinator.db");
   const std::string j = std::to_string(job);

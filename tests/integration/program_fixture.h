@@ -411,6 +411,21 @@ class ProgramsTest : public ::testing::Test {
     return donor_of_host;
   }
 
+  // Stops every donor, then the coordinator, with SIGTERM (each must exit 0 within 15 s), and
+  // runs check-ledger on the stopped coordinator's data.
+  void StopAllAndCheckLedger() {
+    for (std::size_t i = 0; i < donors_.size(); ++i) {
+      const int st = donors_[i].Terminate(15);
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+          << "donor " << i << ": " << DescribeStatus(st);
+    }
+    const int coordinator_status = coordinator_.Terminate(15);
+    EXPECT_TRUE(WIFEXITED(coordinator_status) && WEXITSTATUS(coordinator_status) == 0)
+        << DescribeStatus(coordinator_status);
+    auto check = RunTool({UBCP_COORDINATOR_BIN, "check-ledger", "--data", data_.string()});
+    EXPECT_TRUE(check.ok()) << DescribeStatus(check.status) << "\n" << check.out << check.err;
+  }
+
   // Submits a job spec (JSON) with the recipient's tool; its id, or -1 and a test failure.
   std::int64_t Submit(const std::string& spec_json, const std::string& file_name) {
     const fs::path spec = dir_ / file_name;

@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "ubcp/common/atomic_file.h"
+
 extern char** environ;
 
 namespace ubcp::client {
@@ -41,12 +43,7 @@ std::optional<std::string> ReadAttribute(const fs::path& path) {
 }
 
 common::Result<std::string> ReadSmallFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(Errc::kIo, "cannot read " + path.string());
-  std::string content(kMaxProcFileBytes, '\0');
-  in.read(content.data(), static_cast<std::streamsize>(content.size()));
-  content.resize(static_cast<std::size_t>(in.gcount()));
-  return content;
+  return common::ReadFileUpTo(path, kMaxProcFileBytes);
 }
 
 std::vector<std::string_view> SplitWords(std::string_view line) {

@@ -18,6 +18,7 @@
 #include <system_error>
 #include <utility>
 
+#include "ubcp/common/atomic_file.h"
 #include "ubcp/common/unique_fd.h"
 
 extern char** environ;
@@ -239,19 +240,9 @@ void ReapBlocking(pid_t pid) {
 // ---- Reading /proc -------------------------------------------------------------------------
 
 std::optional<std::string> ReadProcFile(const fs::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return std::nullopt;
-  std::string content(kMaxProcFileBytes, '\0');
-  std::size_t used = 0;
-  while (used < content.size()) {
-    const ssize_t n = ::read(fd.get(), content.data() + used, content.size() - used);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::nullopt;
-    if (n == 0) break;
-    used += static_cast<std::size_t>(n);
-  }
-  content.resize(used);
-  return content;
+  auto content = common::ReadFileUpTo(path, kMaxProcFileBytes);
+  if (!content) return std::nullopt;
+  return std::move(*content);
 }
 
 template <class T>

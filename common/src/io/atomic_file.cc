@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -88,6 +89,26 @@ Result<std::optional<std::string>> ReadFileAtMost(const std::filesystem::path& p
   std::string text = ss.str();
   if (text.size() > max_bytes) return MakeError(Errc::kTooLarge, path.string() + " is too large");
   return std::optional<std::string>(std::move(text));
+}
+
+Result<std::string> ReadFileUpTo(const std::filesystem::path& path, std::size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("open " + path.string(), errno);
+  std::string content;
+  char buffer[4096];
+  while (content.size() < max_bytes) {
+    const ssize_t n = ::read(fd, buffer, std::min(sizeof(buffer), max_bytes - content.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int read_errno = errno;
+      ::close(fd);
+      return IoError("read " + path.string(), read_errno);
+    }
+    if (n == 0) break;
+    content.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return content;
 }
 
 }  // namespace ubcp::common

@@ -25,4 +25,9 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view c
 Result<std::optional<std::string>> ReadFileAtMost(const std::filesystem::path& path,
                                                   std::size_t max_bytes);
 
+// The first `max_bytes` of a file whose size cannot be known beforehand (/proc, /sys report 0):
+// read in small pieces until its end or `max_bytes`, whichever comes first; what follows is
+// dropped. kIo when it cannot be opened or read.
+Result<std::string> ReadFileUpTo(const std::filesystem::path& path, std::size_t max_bytes);
+
 }  // namespace ubcp::common
