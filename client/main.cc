@@ -133,6 +133,10 @@ int ControlMain(int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace ubcp;
   if (argc > 1 && IsControlCommand(argv[1])) return ControlMain(argc, argv);
+  // First, so that a SIGTERM at any moment (a service manager stopping a client that has just
+  // started) ends the client cleanly: the work loop sees it before leasing anything.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
   if (auto s = common::InitCrypto(); !s) return Fail(s.error());
   CLI::App app{"UBCP donor client: runs signed training and evaluation work units"};
   app.set_config("--config", "", "read options from this INI/TOML file (flags override it)");
@@ -227,8 +231,6 @@ int main(int argc, char** argv) {
     spdlog::warn("ADVERSARY MODE '{}': this host returns hostile updates", adversary_mode);
   }
   if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
   if (worker.worker.empty()) worker.worker = client::DefaultWorkerPath();
   options.executor = client::MakeWorkerExecutor(worker);
 
