@@ -232,6 +232,11 @@ int main(int argc, char** argv) {
   }
   if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
   if (worker.worker.empty()) worker.worker = client::DefaultWorkerPath();
+  {
+    std::error_code ec;
+    worker.root = std::filesystem::absolute(state_dir, ec);
+    if (ec) return Fail(common::MakeError(common::Errc::kIo, "state directory: " + ec.message()));
+  }
   options.executor = client::MakeWorkerExecutor(worker);
 
   auto endpoint = client::ParseCoordinatorUrl(url);

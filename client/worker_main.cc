@@ -1,19 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0
-// ubcp-worker: runs one work unit (or the hardware benchmark) for the donor daemon, which starts
-// it at low priority with the donor's thread count and memory cap and reads its standard output
-// (worker_protocol.h). The only donor-side program that loads libtorch.
+// ubcp-worker: runs work units (or the hardware benchmark) for the donor daemon, which starts
+// it at low priority with the donor's thread count and memory cap, writes it requests and reads
+// its standard output (worker_protocol.h). The only donor-side program that loads libtorch.
 //
-// A unit: the signed manifest was verified by the daemon and saved in the unit directory; the
-// worker checks its hash against --manifest-hash before parsing it, hash-checks the blobs
-// (executor.h), resumes from <unit-dir>/checkpoint when it holds a checkpoint of this unit,
-// writes a checkpoint every --checkpoint-every steps and on SIGTERM, and saves the output in the
-// unit directory (unit_journal.h) before exiting 0.
+// `serve` keeps libtorch loaded and runs one unit per request line, so consecutive units do not
+// pay for a process start, loading libtorch and a cold allocator each. For each unit: the signed
+// manifest was verified by the daemon and saved in the unit directory; the worker checks its hash
+// before parsing it, hash-checks the blobs (executor.h), resumes from <unit-dir>/checkpoint when
+// it holds a checkpoint of this unit, writes checkpoints as asked and on SIGTERM, and saves the
+// output in the unit directory (unit_journal.h) before its `end 0` line.
+#include <poll.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "ubcp/client/benchmark.h"
@@ -44,65 +52,108 @@ void Say(const WorkerEvent& event) {
   std::fflush(stdout);
 }
 
-int FailUnit(const std::string& message) {
-  Say({WorkerEvent::Kind::kError, 0, 0, message});
-  return client::kWorkerFailed;
-}
+// Reads request lines from standard input: bounded, and waiting at most `idle_exit_seconds`
+// (0: forever) for one. nullopt at the end of the input, on SIGTERM or after the idle time.
+class RequestReader {
+ public:
+  explicit RequestReader(double idle_exit_seconds) : idle_exit_seconds_(idle_exit_seconds) {}
 
-struct RunArgs {
-  std::filesystem::path unit_dir, model_blob, data_blob;
-  std::string manifest_hash, adversary = "honest";
-  double adversary_scale = 10.0;
-  int threads = 1;
-  int checkpoint_every = 0;
-  double checkpoint_seconds = 0;
+  std::optional<std::string> Next() {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(idle_exit_seconds_);
+    for (;;) {
+      if (const std::size_t newline = buffer_.find('\n'); newline != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        return line;
+      }
+      if (buffer_.size() > client::kMaxWorkerLine) {
+        // No request is this long: the daemon and the worker disagree; stop serving.
+        return std::nullopt;
+      }
+      if (g_stop != 0) return std::nullopt;
+      int timeout_ms = 1000;  // SIGTERM interrupts poll; the bound only covers a lost signal
+      if (idle_exit_seconds_ > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        timeout_ms = static_cast<int>(std::min<std::int64_t>(left.count(), timeout_ms));
+      }
+      pollfd fd{STDIN_FILENO, POLLIN, 0};
+      const int ready = ::poll(&fd, 1, timeout_ms);
+      if (ready <= 0) continue;  // timeout or EINTR: look at the stop flag and the clock again
+      char chunk[4096];
+      const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return std::nullopt;  // the daemon closed our input (or it broke)
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  double idle_exit_seconds_;
+  std::string buffer_;
 };
 
-int RunUnit(const RunArgs& args) {
-  auto mode = client::ParseAdversaryMode(args.adversary);
-  if (!mode) return FailUnit(mode.error().ToString());
-  client::ExecutionRequest request;
-  request.unit_dir = args.unit_dir;
-  request.manifest_hash = args.manifest_hash;
-  request.model_blob = args.model_blob;
-  request.data_blob = args.data_blob;
-  request.threads = args.threads;
-  request.checkpoint_every = args.checkpoint_every;
-  request.checkpoint_seconds = args.checkpoint_seconds;
-  request.adversary = client::Adversary{*mode, args.adversary_scale};
-  request.should_stop = [] { return g_stop != 0; };
-  const client::ExecutionResult result = client::ExecuteUnitInDirectory(request, Say);
-  switch (result.end) {
-    case client::ExecutionEnd::kDone:
-      return client::kWorkerDone;
-    case client::ExecutionEnd::kStopped:
-      return client::kWorkerStopped;
-    case client::ExecutionEnd::kFailed:
-      return FailUnit(result.message);
-    case client::ExecutionEnd::kCrashed:
-      break;
+struct ServeArgs {
+  std::filesystem::path root;
+  int threads = 1;
+  double idle_exit_seconds = 0;
+};
+
+// Runs units until the input ends, the idle time passes or SIGTERM; see worker_protocol.h.
+int Serve(const ServeArgs& args) {
+  RequestReader requests(args.idle_exit_seconds);
+  while (auto line = requests.Next()) {
+    auto parsed = client::ParseWorkerRequest(*line, args.root);
+    if (!parsed) {
+      // The daemon sent what it should not: a bug on its side, not the unit's fault.
+      Say({WorkerEvent::Kind::kError, 0, 0, parsed.error().ToString()});
+      return client::kWorkerCrashed;
+    }
+    client::ExecutionRequest request;
+    request.unit_dir = parsed->unit_dir;
+    request.manifest_hash = parsed->manifest_hash;
+    request.model_blob = parsed->model_blob;
+    request.data_blob = parsed->data_blob;
+    request.threads = args.threads;
+    request.checkpoint_every = parsed->checkpoint_every;
+    request.checkpoint_seconds = parsed->checkpoint_seconds;
+    request.adversary = parsed->adversary;
+    request.should_stop = [] { return g_stop != 0; };
+    const client::ExecutionResult result = client::ExecuteUnitInDirectory(request, Say);
+    switch (result.end) {
+      case client::ExecutionEnd::kDone:
+        Say({WorkerEvent::Kind::kEnd, client::kWorkerDone, 0, {}});
+        break;
+      case client::ExecutionEnd::kFailed:
+        Say({WorkerEvent::Kind::kError, 0, 0, result.message});
+        Say({WorkerEvent::Kind::kEnd, client::kWorkerFailed, 0, {}});
+        break;
+      case client::ExecutionEnd::kStopped:
+        return client::kWorkerStopped;
+      case client::ExecutionEnd::kCrashed:
+        // Neither done nor final: the daemon tries again, in a fresh process.
+        Say({WorkerEvent::Kind::kError, 0, 0, result.message});
+        return client::kWorkerCrashed;
+    }
   }
-  Say({WorkerEvent::Kind::kError, 0, 0, result.message});
-  return 1;  // neither done nor final: the daemon tries again
+  return client::kWorkerDone;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"UBCP worker: runs one unit for ubcp-client (not meant to be run by hand)"};
+  CLI::App app{"UBCP worker: runs units for ubcp-client (not meant to be run by hand)"};
   app.require_subcommand(1);
-  RunArgs run;
-  CLI::App* run_cmd = app.add_subcommand("run", "execute one unit from its directory");
-  run_cmd->add_option("--unit-dir", run.unit_dir)->required();
-  run_cmd->add_option("--manifest-hash", run.manifest_hash)->required();
-  run_cmd->add_option("--model-blob", run.model_blob)->required();
-  run_cmd->add_option("--data-blob", run.data_blob)->required();
-  run_cmd->add_option("--threads", run.threads)->check(CLI::Range(1, 256));
-  run_cmd->add_option("--checkpoint-every", run.checkpoint_every)->check(CLI::Range(0, 1000000));
-  run_cmd->add_option("--checkpoint-seconds", run.checkpoint_seconds)
+  ServeArgs serve;
+  CLI::App* serve_cmd =
+      app.add_subcommand("serve", "run the units requested on standard input, one per line");
+  serve_cmd->add_option("--root", serve.root, "every path of a request lies in this directory")
+      ->required();
+  serve_cmd->add_option("--threads", serve.threads)->check(CLI::Range(1, 256));
+  serve_cmd->add_option("--idle-exit-seconds", serve.idle_exit_seconds)
       ->check(CLI::Range(0.0, 86400.0));
-  run_cmd->add_option("--adversary", run.adversary);
-  run_cmd->add_option("--adversary-scale", run.adversary_scale)->check(CLI::PositiveNumber);
   double seconds = 1.0;
   int bench_threads = 1;
   CLI::App* bench_cmd = app.add_subcommand("benchmark", "benchmark this machine");
@@ -114,7 +165,11 @@ int main(int argc, char** argv) {
     app.exit(e);
     return client::kWorkerUsage;
   }
-  if (auto s = common::InitCrypto(); !s) return FailUnit(s.error().ToString());
+  if (auto s = common::InitCrypto(); !s) {
+    Say({WorkerEvent::Kind::kError, 0, 0, s.error().ToString()});
+    return client::kWorkerCrashed;
+  }
+  // Without SA_RESTART, so that a SIGTERM interrupts the wait for the next request.
   struct sigaction sa {};
   sa.sa_handler = OnTerm;
   sigemptyset(&sa.sa_mask);
@@ -126,6 +181,6 @@ int main(int argc, char** argv) {
     Say({WorkerEvent::Kind::kBenchmark, 0, 0, client::BenchmarkToJson(report)});
     return client::kWorkerDone;
   }
-  common::SetTorchThreads(run.threads);
-  return RunUnit(run);
+  common::SetTorchThreads(serve.threads);
+  return Serve(serve);
 }

@@ -10,6 +10,9 @@
 //   ignore-term       ignore SIGTERM              exit-on-term CODE  exit(CODE) on SIGTERM
 //   report            print nice=, ioclass=, own_group=, fds=, sigterm=, blocked=
 //   exit CODE         exit now                    kill-self SIG  raise SIG
+//   answer EXTRA      serve requests: for each line R read on stdin, print "heard R", then
+//                     EXTRA more lines "more R <i>", then "done R" (all in one write); "exit"
+//                     as a request exits 7; go on at the end of the input
 // Output goes through write(2), unbuffered, so nothing is duplicated by fork or lost by _exit.
 
 #include <dirent.h>
@@ -125,6 +128,25 @@ int main(int argc, char** argv) {
     } else if (command == "env") {
       const char* value = std::getenv(arg.c_str());
       Line(value ? arg + "=" + value : arg + " unset");
+    } else if (command == "answer") {
+      std::string pending;
+      char chunk[256];
+      for (;;) {
+        const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        pending.append(chunk, static_cast<std::size_t>(n));
+        for (std::size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+          const std::string request = pending.substr(0, nl);
+          pending.erase(0, nl + 1);
+          if (request == "exit") std::_Exit(7);
+          std::string out = "heard " + request + "\n";
+          for (long k = 0; k < std::atol(arg.c_str()); ++k) {
+            out += "more " + request + " " + std::to_string(k) + "\n";
+          }
+          WriteAll(STDOUT_FILENO, out + "done " + request + "\n");
+        }
+      }
     } else if (command == "sleep") {
       SleepMs(std::atol(arg.c_str()));
     } else if (command == "alloc") {

@@ -411,6 +411,107 @@ TEST(WorkerProcessTest, DestroyingARunningWorkerKillsAndReapsIt) {
   EXPECT_TRUE(ProcessGone(pid));
 }
 
+// ---- Requests on standard input ------------------------------------------------------------
+
+WorkerSpec Answering(int extra_lines) {
+  WorkerSpec spec = Fake({"answer", std::to_string(extra_lines)});
+  spec.requests_on_stdin = true;
+  return spec;
+}
+
+SuperviseHooks UntilDone(std::vector<std::string>& lines) {
+  SuperviseHooks hooks;
+  hooks.on_line = [&lines](std::string_view line) { lines.emplace_back(line); };
+  hooks.is_answer = [](std::string_view line) { return line.starts_with("done "); };
+  return hooks;
+}
+
+TEST(WorkerProcessTest, OneProcessAnswersRequestAfterRequest) {
+  auto worker = WorkerProcess::Start(Answering(2));
+  ASSERT_TRUE(worker) << worker.error().ToString();
+  const pid_t pid = worker->pid();
+  for (const std::string request : {"a", "b", "c"}) {
+    ASSERT_TRUE(worker->Send(request));
+    std::vector<std::string> lines;
+    auto answer = worker->Supervise(UntilDone(lines));
+    ASSERT_TRUE(answer) << answer.error().ToString();
+    EXPECT_EQ(answer->end, WorkerEnd::kAnswered);
+    EXPECT_EQ(lines, (std::vector<std::string>{"heard " + request, "more " + request + " 0",
+                                               "more " + request + " 1", "done " + request}));
+    EXPECT_TRUE(worker->running());
+    EXPECT_FALSE(worker->HasExited());
+    EXPECT_EQ(worker->pid(), pid);
+  }
+  // A request the worker ends itself on: supervised to its end.
+  ASSERT_TRUE(worker->Send("exit"));
+  std::vector<std::string> lines;
+  auto exit = worker->Supervise(UntilDone(lines));
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->end, WorkerEnd::kExited);
+  EXPECT_EQ(exit->exit_code, 7);
+  EXPECT_TRUE(lines.empty());
+  EXPECT_FALSE(worker->running());
+  EXPECT_EQ(worker->Send("late").error().code, common::Errc::kConflict);
+}
+
+TEST(WorkerProcessTest, WhatFollowsAnAnswerWaitsForTheNextSupervise) {
+  auto worker = WorkerProcess::Start(Answering(0));
+  ASSERT_TRUE(worker) << worker.error().ToString();
+  // Both answers are written before the first Supervise: they arrive in one read.
+  ASSERT_TRUE(worker->Send("x"));
+  ASSERT_TRUE(worker->Send("y"));
+  std::this_thread::sleep_for(milliseconds(200));
+  std::vector<std::string> first, second;
+  ASSERT_EQ(worker->Supervise(UntilDone(first))->end, WorkerEnd::kAnswered);
+  ASSERT_EQ(worker->Supervise(UntilDone(second))->end, WorkerEnd::kAnswered);
+  EXPECT_EQ(first, (std::vector<std::string>{"heard x", "done x"}));
+  EXPECT_EQ(second, (std::vector<std::string>{"heard y", "done y"}));
+}
+
+TEST(WorkerProcessTest, RequestsNeedAnInputAndOneLine) {
+  auto plain = WorkerProcess::Start(Fake({"sleep", kLongSleep}));
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->Send("run").error().code, common::Errc::kConflict);
+  auto worker = WorkerProcess::Start(Answering(0));
+  ASSERT_TRUE(worker);
+  EXPECT_EQ(worker->Send("two\nlines").error().code, common::Errc::kInvalidArgument);
+}
+
+TEST(WorkerProcessTest, AWorkerThatLeftIsSeenAndCannotBeSentTo) {
+  WorkerSpec spec = Fake({"exit", "0"});
+  spec.requests_on_stdin = true;
+  auto worker = WorkerProcess::Start(spec);
+  ASSERT_TRUE(worker) << worker.error().ToString();
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+  while (!worker->HasExited() && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_TRUE(worker->HasExited());
+  EXPECT_TRUE(worker->running());  // a zombie until supervised
+  const auto sent = worker->Send("anyone?");
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code, common::Errc::kUnavailable);
+  auto exit = worker->Supervise({});
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->end, WorkerEnd::kExited);
+  EXPECT_EQ(exit->exit_code, 0);
+}
+
+TEST(WorkerProcessTest, AStopDuringARequestEndsTheWorkerNotWithAnAnswer) {
+  auto worker = WorkerProcess::Start(Answering(0));
+  ASSERT_TRUE(worker);
+  std::vector<std::string> lines;
+  SuperviseHooks hooks = UntilDone(lines);
+  hooks.should_stop = [] { return true; };
+  hooks.grace = milliseconds(2000);
+  // No request: the worker waits on its input until the SIGTERM ends it (default action).
+  auto exit = worker->Supervise(hooks);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->end, WorkerEnd::kStoppedOnRequest);
+  EXPECT_EQ(exit->term_signal, SIGTERM);
+  EXPECT_FALSE(worker->running());
+}
+
 TEST(WorkerProcessTest, NoDescriptorLeaks) {
   const int before = CountOpenFds();
   for (int i = 0; i < 20; ++i) {

@@ -142,14 +142,24 @@ std::vector<Seed> WorkerProtocolSeeds() {
       {WorkerEvent::Kind::kError, 0, 0, "cannot read the model blob: hash mismatch"});
   const std::string benchmark = client::FormatWorkerEvent(
       {WorkerEvent::Kind::kBenchmark, 0, 0, client::BenchmarkToJson(report)});
-  return {{"progress", progress},
+  client::ExecutionRequest request;
+  request.unit_dir = "/var/lib/ubcp/units/42";
+  request.manifest_hash = "b2:5e1f";
+  request.model_blob = "/var/lib/ubcp/blobs/b2:aa";
+  request.data_blob = "/var/lib/ubcp/blobs/b2:bb";
+  request.checkpoint_every = 100;
+  request.checkpoint_seconds = 30;
+  const std::string end = client::FormatWorkerEvent({WorkerEvent::Kind::kEnd, 0, 0, ""});
+  return {{"request", client::FormatWorkerRequest(request)},
+          {"end", end},
+          {"progress", progress},
           {"resumed", resumed},
           {"checkpoint", checkpoint},
           {"error", error},
           {"benchmark", benchmark},
           {"benchmark-cpu.json", client::BenchmarkToJson(cpu_only)},
           {"transcript", resumed + "\nloading shard 2 of 4\n" + checkpoint + "\n" + progress +
-                             "\nprogress 10 10\n"}};
+                             "\nprogress 10 10\n" + end + "\n"}};
 }
 
 common::Result<std::vector<Seed>> UnitJournalSeeds() {

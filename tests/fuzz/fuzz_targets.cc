@@ -170,7 +170,39 @@ void CheckBenchmarkReport(const Checker& check, std::string_view json) {
   check(again && SameReport(*report, *again), "it parses back to the same report");
 }
 
+// A request line the worker accepts has paths inside its root and formats back to itself.
+void CheckWorkerRequest(const Checker& check, std::string_view line) {
+  const std::filesystem::path root = "/var/lib/ubcp";
+  auto request = client::ParseWorkerRequest(line, root);
+  if (!request) return;
+  for (const auto* path : {&request->unit_dir, &request->model_blob, &request->data_blob}) {
+    const std::string text = path->string();
+    check(text.starts_with("/var/lib/ubcp/") || text == "/var/lib/ubcp",
+          "an accepted request path lies inside the root");
+    check(text.find("/../") == std::string::npos, "an accepted request path does not climb");
+  }
+  check(request->checkpoint_every >= 0 && request->checkpoint_seconds >= 0 &&
+            request->adversary.scale > 0,
+        "an accepted request has values in range");
+  client::ExecutionRequest again;
+  again.unit_dir = request->unit_dir;
+  again.manifest_hash = request->manifest_hash;
+  again.model_blob = request->model_blob;
+  again.data_blob = request->data_blob;
+  again.checkpoint_every = request->checkpoint_every;
+  again.checkpoint_seconds = request->checkpoint_seconds;
+  again.adversary = request->adversary;
+  auto back = client::ParseWorkerRequest(client::FormatWorkerRequest(again), root);
+  check(back && back->unit_dir == request->unit_dir &&
+            back->manifest_hash == request->manifest_hash &&
+            back->checkpoint_every == request->checkpoint_every &&
+            back->checkpoint_seconds == request->checkpoint_seconds &&
+            back->adversary.mode == request->adversary.mode,
+        "an accepted request formats and parses back to itself");
+}
+
 void CheckWorkerLine(const Checker& check, std::string_view line) {
+  CheckWorkerRequest(check, line);
   auto event = client::ParseWorkerLine(line);
   if (!event) return;
   using Kind = client::WorkerEvent::Kind;
@@ -182,6 +214,10 @@ void CheckWorkerLine(const Checker& check, std::string_view line) {
     case Kind::kResumed:
     case Kind::kCheckpoint:
       check(event->first >= 0, "a step is non-negative");
+      break;
+    case Kind::kEnd:
+      check(event->first == client::kWorkerDone || event->first == client::kWorkerFailed,
+            "an end line carries a final code");
       break;
     case Kind::kError:
     case Kind::kBenchmark:

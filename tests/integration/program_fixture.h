@@ -227,8 +227,8 @@ inline std::map<std::int64_t, std::string> AcknowledgedUnits(const std::string& 
   return acks;
 }
 
-// The pids of `ubcp-worker run` processes whose command line mentions `needle` (a donor's state
-// directory: that donor's workers).
+// The pids of `ubcp-worker serve` processes whose command line mentions `needle` (a donor's
+// state directory, the worker's --root: that donor's workers).
 inline std::vector<int> WorkerProcesses(const std::string& needle) {
   std::vector<int> pids;
   for (const auto& entry : fs::directory_iterator("/proc")) {
@@ -238,7 +238,7 @@ inline std::vector<int> WorkerProcesses(const std::string& needle) {
     for (char& c : cmdline) {
       if (c == '\0') c = ' ';
     }
-    if (cmdline.find("ubcp-worker run") != std::string::npos &&
+    if (cmdline.find("ubcp-worker serve") != std::string::npos &&
         cmdline.find(needle) != std::string::npos) {
       pids.push_back(std::stoi(name));
     }

@@ -639,6 +639,13 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
   std::mt19937_64 rng(std::random_device{}());
   int idle = 0;
   ControlState* const control = options_.control;
+  // Whenever no unit follows at once (paused, waiting, no work, a retry, the end), the executor
+  // lets its worker go, so that an idle donor holds only the light daemon.
+  UnitExecutor& executor = *options_.executor;
+  struct ReleaseAtEnd {
+    UnitExecutor& executor;
+    ~ReleaseAtEnd() { executor.Release(); }
+  } release_at_end{executor};
   while (!stop) {
     if (options_.max_units > 0 &&
         summary.units_done + summary.units_tampered >= options_.max_units) {
@@ -655,6 +662,7 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
         break;
       }
       if (control->paused()) {
+        executor.Release();
         SleepFor(options_.pause_poll_s, stop);
         continue;
       }
@@ -666,6 +674,7 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
         if (decision.reason != waiting_) spdlog::info("waiting: {}", decision.reason);
         waiting_ = decision.reason;
         if (control != nullptr) control->SetWaiting(waiting_);
+        executor.Release();
         SleepFor(options_.policy_poll_s, stop);
         continue;
       }
@@ -681,6 +690,7 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
     }
     const Step step = RunOne(summary, stop);
     if (control != nullptr) control->EndUnit(step == Step::kDone);
+    if (step != Step::kDone && step != Step::kTampered) executor.Release();
     switch (step) {
       case Step::kDone:
         ++summary.units_done;

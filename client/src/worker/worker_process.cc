@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,7 +70,7 @@ struct ChildPlan {
   pid_t parent = 0;
   int nice = 19;
   bool idle_io = true;
-  int stdin_fd = -1;   // /dev/null
+  int stdin_fd = -1;   // /dev/null, or the worker's end of the request socket
   int stdout_fd = -1;  // the pipe's write end
   int stderr_fd = -1;  // stderr_file, or -1 to inherit
   int report_fd = -1;  // close-on-exec pipe to the parent
@@ -256,13 +257,17 @@ std::optional<T> ParseNumber(std::string_view s) {
 // ---- Output lines ----------------------------------------------------------------------------
 
 // Splits the worker's output into lines of at most max_bytes (longer ones are cut, the rest of
-// them dropped up to their '\n').
+// them dropped up to their '\n'), and stops after a line is_answer accepts.
 class LineSplitter {
  public:
-  LineSplitter(std::size_t max_bytes, const std::function<void(std::string_view)>& on_line)
-      : max_bytes_(std::max<std::size_t>(max_bytes, 1)), on_line_(on_line) {}
+  LineSplitter(std::size_t max_bytes, const std::function<void(std::string_view)>& on_line,
+               const std::function<bool(std::string_view)>& is_answer)
+      : max_bytes_(std::max<std::size_t>(max_bytes, 1)), on_line_(on_line), is_answer_(is_answer) {}
 
-  void Feed(std::string_view data) {
+  // Delivers the lines in `data`. After an answer's last line it stops and returns what
+  // follows that line (answered() is then true); otherwise it returns nothing.
+  std::string_view Feed(std::string_view data) {
+    answered_ = false;
     while (!data.empty()) {
       const std::size_t newline = data.find('\n');
       const bool complete = newline != std::string_view::npos;
@@ -280,11 +285,20 @@ class LineSplitter {
         }
       }
       if (complete) {
-        if (!dropping_) Emit();
+        const bool answer = !dropping_ && Emit();
         dropping_ = false;
+        if (answer) {
+          answered_ = true;
+          return data;
+        }
       }
     }
+    return {};
   }
+
+  bool answered() const { return answered_; }
+  // From now on no line is an answer: everything up to the worker's end is delivered.
+  void IgnoreAnswers() { answers_ = false; }
 
   // The end of the output: a last line without '\n' is still a line.
   void Finish() {
@@ -296,26 +310,39 @@ class LineSplitter {
   std::size_t cut() const { return cut_; }
 
  private:
-  void Emit() {
+  // Delivers the pending line; true when it is an answer's last line.
+  bool Emit() {
     if (on_line_) on_line_(pending_);
+    const bool answer = answers_ && is_answer_ && is_answer_(pending_);
     pending_.clear();
+    return answer;
   }
 
   std::size_t max_bytes_;
   const std::function<void(std::string_view)>& on_line_;
+  const std::function<bool(std::string_view)>& is_answer_;
+  bool answered_ = false;
+  bool answers_ = true;
   std::string pending_;
   bool dropping_ = false;
   std::size_t cut_ = 0;
 };
 
-enum class ReadState { kOpen, kEof };
+enum class ReadState { kOpen, kEof, kAnswered };
 
-// Reads what the non-blocking pipe holds now (at most kMaxReadsPerWake chunks).
-ReadState ReadAvailable(int fd, std::vector<char>& buffer, LineSplitter& lines) {
+// Reads what the non-blocking pipe holds now (at most kMaxReadsPerWake chunks). After an
+// answer's last line it stops reading and keeps the rest of the chunk in `unread`.
+ReadState ReadAvailable(int fd, std::vector<char>& buffer, LineSplitter& lines,
+                        std::string& unread) {
   for (int i = 0; i < kMaxReadsPerWake; ++i) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
     if (n > 0) {
-      lines.Feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      const std::string_view rest =
+          lines.Feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      if (lines.answered()) {
+        unread.assign(rest);
+        return ReadState::kAnswered;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -349,6 +376,8 @@ std::string_view WorkerEndName(WorkerEnd end) {
       return "stopped on request";
     case WorkerEnd::kOverMemoryCap:
       return "killed over the memory cap";
+    case WorkerEnd::kAnswered:
+      return "answered";
   }
   return "unknown";
 }
@@ -375,6 +404,9 @@ std::string DescribeWorkerExit(const WorkerExit& exit) {
     case WorkerEnd::kOverMemoryCap:
       text = "killed over the memory cap";
       break;
+    case WorkerEnd::kAnswered:
+      text = "answered and still running";
+      break;
   }
   return text + ", peak RSS " + std::to_string(exit.peak_rss_bytes >> 20) + " MiB";
 }
@@ -398,7 +430,21 @@ common::Result<WorkerProcess> WorkerProcess::Start(const WorkerSpec& spec) {
   const std::vector<char*> argv = PointerArray(spec.argv);
   const std::vector<char*> envp = PointerArray(env);
 
-  UBCP_ASSIGN_OR_RETURN(Fd dev_null, OpenFd("/dev/null", O_RDONLY, "worker stdin"));
+  // The worker's standard input: /dev/null, or a socket for requests (send(MSG_NOSIGNAL) on a
+  // socket cannot raise SIGPIPE in the daemon when the worker is gone, as a pipe would).
+  Fd stdin_child, stdin_parent;
+  if (spec.requests_on_stdin) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      return MakeError(Errc::kIo, "worker stdin socketpair: " + ErrnoText(errno));
+    }
+    stdin_child = Fd(fds[0]);
+    stdin_parent = Fd(fds[1]);
+    UBCP_ASSIGN_OR_RETURN(stdin_child, MoveAboveStdio(std::move(stdin_child), "worker stdin"));
+    UBCP_ASSIGN_OR_RETURN(stdin_parent, MoveAboveStdio(std::move(stdin_parent), "worker stdin"));
+  } else {
+    UBCP_ASSIGN_OR_RETURN(stdin_child, OpenFd("/dev/null", O_RDONLY, "worker stdin"));
+  }
   Fd stderr_file;
   if (!spec.stderr_file.empty()) {
     UBCP_ASSIGN_OR_RETURN(
@@ -415,7 +461,7 @@ common::Result<WorkerProcess> WorkerProcess::Start(const WorkerSpec& spec) {
   plan.parent = ::getpid();
   plan.nice = spec.nice;
   plan.idle_io = spec.idle_io;
-  plan.stdin_fd = dev_null.get();
+  plan.stdin_fd = stdin_child.get();
   plan.stdout_fd = output_write.get();
   plan.stderr_fd = stderr_file.get();
   plan.report_fd = report_write.get();
@@ -427,12 +473,13 @@ common::Result<WorkerProcess> WorkerProcess::Start(const WorkerSpec& spec) {
   // Also from the parent: when Start returns, the group exists whichever process ran first.
   // EACCES once the child has executed, when its own setpgid has long been done.
   ::setpgid(pid, pid);
-  dev_null.Reset();
+  stdin_child.Reset();
   stderr_file.Reset();
   output_write.Reset();
   report_write.Reset();
 
   WorkerProcess worker(pid, output_read.Release(), spec.memory_limit_bytes);
+  worker.stdin_fd_ = stdin_parent.Release();
   // Reports until end of file, which comes when execve succeeds (close-on-exec) or the child
   // exits after a failure.
   std::optional<common::Error> failure;
@@ -467,6 +514,8 @@ WorkerProcess::WorkerProcess(pid_t pid, int stdout_fd, std::uint64_t memory_limi
 WorkerProcess::WorkerProcess(WorkerProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       stdout_fd_(std::exchange(other.stdout_fd_, -1)),
+      stdin_fd_(std::exchange(other.stdin_fd_, -1)),
+      unread_(std::move(other.unread_)),
       memory_limit_bytes_(other.memory_limit_bytes_),
       idle_io_applied_(other.idle_io_applied_),
       idle_io_error_(std::move(other.idle_io_error_)) {}
@@ -476,6 +525,8 @@ WorkerProcess& WorkerProcess::operator=(WorkerProcess&& other) noexcept {
     KillAndReap();
     pid_ = std::exchange(other.pid_, -1);
     stdout_fd_ = std::exchange(other.stdout_fd_, -1);
+    stdin_fd_ = std::exchange(other.stdin_fd_, -1);
+    unread_ = std::move(other.unread_);
     memory_limit_bytes_ = other.memory_limit_bytes_;
     idle_io_applied_ = other.idle_io_applied_;
     idle_io_error_ = std::move(other.idle_io_error_);
@@ -494,6 +545,39 @@ void WorkerProcess::KillAndReap() noexcept {
   pid_ = -1;
   if (stdout_fd_ >= 0) ::close(stdout_fd_);
   stdout_fd_ = -1;
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
+}
+
+bool WorkerProcess::HasExited() const {
+  if (pid_ <= 0) return true;
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    if (errno != EINTR) return true;  // not our child any more: nothing left to wait for
+  }
+  return info.si_pid == pid_;
+}
+
+common::Status WorkerProcess::Send(std::string_view line) {
+  if (line.find('\n') != std::string_view::npos) {
+    return MakeError(Errc::kInvalidArgument, "a request to the worker holds a newline");
+  }
+  if (pid_ <= 0 || stdin_fd_ < 0) {
+    return MakeError(Errc::kConflict, "the worker takes no requests (ended, or no input)");
+  }
+  std::string data(line);
+  data.push_back('\n');
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::send(stdin_fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return MakeError(Errc::kUnavailable,
+                       "the worker no longer reads requests: " + ErrnoText(errno));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
 }
 
 // ---- Resident memory -----------------------------------------------------------------------
@@ -625,9 +709,18 @@ common::Result<WorkerExit> WorkerProcess::Supervise(const SuperviseHooks& hooks)
   Phase phase = Phase::kRunning;
   bool sigkill_sent = false;
   WorkerExit result;
-  LineSplitter lines(hooks.max_line_bytes, hooks.on_line);
+  LineSplitter lines(hooks.max_line_bytes, hooks.on_line, hooks.is_answer);
   std::vector<char> buffer(kReadChunk);
   bool output_open = true;
+  // What the worker wrote after the previous answer comes first.
+  if (!unread_.empty()) {
+    const std::string earlier = std::exchange(unread_, {});
+    unread_.assign(lines.Feed(earlier));
+    if (lines.answered()) {
+      result.end = WorkerEnd::kAnswered;
+      return result;
+    }
+  }
   const Fd pid_fd = OpenPidFd(pid_);
   GroupMemorySampler memory(pid_);
 
@@ -657,6 +750,7 @@ common::Result<WorkerExit> WorkerProcess::Supervise(const SuperviseHooks& hooks)
         if (memory_limit_bytes_ > 0 && *rss > memory_limit_bytes_ && phase != Phase::kOverCap) {
           ::killpg(pid_, SIGKILL);
           phase = Phase::kOverCap;
+          lines.IgnoreAnswers();
           sigkill_sent = true;
         }
       }
@@ -666,6 +760,7 @@ common::Result<WorkerExit> WorkerProcess::Supervise(const SuperviseHooks& hooks)
       if (hooks.should_stop()) {
         ::killpg(pid_, SIGTERM);
         phase = Phase::kStopping;
+        lines.IgnoreAnswers();
         kill_at = now + hooks.grace;
       }
     }
@@ -682,14 +777,23 @@ common::Result<WorkerExit> WorkerProcess::Supervise(const SuperviseHooks& hooks)
     pollfd fds[2] = {{output_open ? stdout_fd_ : -1, POLLIN, 0}, {pid_fd.get(), POLLIN, 0}};
     const int ready = ::poll(fds, 2, static_cast<int>(std::max<std::int64_t>(wait.count(), 0)));
     if (ready > 0 && fds[0].revents != 0) {
-      output_open = ReadAvailable(stdout_fd_, buffer, lines) == ReadState::kOpen;
+      const ReadState read = ReadAvailable(stdout_fd_, buffer, lines, unread_);
+      // Once a stop or the cap has ended the request, no line is an answer: the worker is on
+      // its way out and is supervised to its end.
+      if (read == ReadState::kAnswered) {
+        result.end = WorkerEnd::kAnswered;
+        result.lines_cut = lines.cut();
+        return result;
+      }
+      output_open = read != ReadState::kEof;
     }
   }
 
   // The leader has exited: whatever it left in its group goes too, then the output written
   // before the end is read and the leader reaped.
   ::killpg(pid_, SIGKILL);
-  if (output_open) ReadAvailable(stdout_fd_, buffer, lines);
+  lines.IgnoreAnswers();
+  if (output_open) ReadAvailable(stdout_fd_, buffer, lines, unread_);
   lines.Finish();
   int status = 0;
   rusage usage{};
@@ -698,6 +802,8 @@ common::Result<WorkerExit> WorkerProcess::Supervise(const SuperviseHooks& hooks)
   pid_ = -1;
   ::close(stdout_fd_);
   stdout_fd_ = -1;
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
 
   result.peak_rss_bytes =
       std::max(result.peak_rss_bytes, static_cast<std::uint64_t>(usage.ru_maxrss) * 1024);

@@ -39,24 +39,103 @@ double Num(const boost::json::value& v) {
 
 }  // namespace
 
-std::vector<std::string> WorkerRunArgv(const fs::path& worker, const ExecutionRequest& r) {
-  std::vector<std::string> argv = {worker.string(),   "run",
-                                   "--unit-dir",      r.unit_dir.string(),
-                                   "--manifest-hash", r.manifest_hash,
-                                   "--model-blob",    r.model_blob.string(),
-                                   "--data-blob",     r.data_blob.string(),
-                                   "--threads",       std::to_string(r.threads)};
-  if (r.checkpoint_every > 0) {
-    argv.insert(argv.end(), {"--checkpoint-every", std::to_string(r.checkpoint_every)});
+std::vector<std::string> WorkerServeArgv(const fs::path& worker, const fs::path& root, int threads,
+                                         double idle_exit_seconds) {
+  return {worker.string(),
+          "serve",
+          "--root",
+          root.string(),
+          "--threads",
+          std::to_string(threads),
+          "--idle-exit-seconds",
+          Number(idle_exit_seconds)};
+}
+
+std::string FormatWorkerRequest(const ExecutionRequest& r) {
+  return "run " + boost::json::serialize(
+                      boost::json::object{{"unit_dir", r.unit_dir.string()},
+                                          {"manifest_hash", r.manifest_hash},
+                                          {"model_blob", r.model_blob.string()},
+                                          {"data_blob", r.data_blob.string()},
+                                          {"checkpoint_every", r.checkpoint_every},
+                                          {"checkpoint_seconds", r.checkpoint_seconds},
+                                          {"adversary", AdversaryModeName(r.adversary.mode)},
+                                          {"adversary_scale", r.adversary.scale}});
+}
+
+namespace {
+
+// `path` when it is absolute and, normalized, inside `root` (also normalized).
+common::Result<fs::path> InsideRoot(std::string_view text, const fs::path& root) {
+  const fs::path path = fs::path(text).lexically_normal();
+  if (text.empty() || text.size() > 4096 || text.find('\0') != std::string_view::npos ||
+      !path.is_absolute()) {
+    return MakeError(Errc::kForbidden, "a request path is not absolute: " + std::string(text));
   }
-  if (r.checkpoint_seconds > 0) {
-    argv.insert(argv.end(), {"--checkpoint-seconds", Number(r.checkpoint_seconds)});
+  const fs::path base = root.lexically_normal();
+  auto p = path.begin();
+  for (auto b = base.begin(); b != base.end(); ++b) {
+    if (b->empty()) continue;  // the trailing "" of a root written with a final '/'
+    if (p == path.end() || *p != *b) {
+      return MakeError(Errc::kForbidden,
+                       "a request path lies outside " + base.string() + ": " + path.string());
+    }
+    ++p;
   }
-  if (r.adversary.mode != AdversaryMode::kHonest) {
-    argv.insert(argv.end(), {"--adversary", std::string(AdversaryModeName(r.adversary.mode)),
-                             "--adversary-scale", Number(r.adversary.scale)});
+  for (; p != path.end(); ++p) {
+    if (*p == "..") return MakeError(Errc::kForbidden, "a request path climbs out of its root");
   }
-  return argv;
+  return path;
+}
+
+}  // namespace
+
+common::Result<WorkerRequest> ParseWorkerRequest(std::string_view line, const fs::path& root) {
+  if (line.size() > kMaxWorkerLine) return MakeError(Errc::kTooLarge, "worker request too long");
+  const auto bad = [](std::string why) {
+    return MakeError(Errc::kMalformed, "bad worker request: " + why);
+  };
+  if (line.substr(0, 4) != "run ") return bad("not a run request");
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(line.substr(4), ec);
+  if (ec || !v.is_object()) return bad("not a JSON object");
+  const auto& o = v.as_object();
+  static constexpr std::string_view kFields[] = {
+      "unit_dir",         "manifest_hash",      "model_blob", "data_blob",
+      "checkpoint_every", "checkpoint_seconds", "adversary",  "adversary_scale"};
+  if (o.size() != std::size(kFields)) return bad("expected exactly its eight fields");
+  for (std::string_view field : kFields) {
+    if (!o.contains(field)) return bad("no " + std::string(field));
+  }
+  const auto text = [&](std::string_view key) -> const boost::json::string* {
+    return o.at(key).if_string();
+  };
+  for (std::string_view key :
+       {"unit_dir", "manifest_hash", "model_blob", "data_blob", "adversary"}) {
+    if (text(key) == nullptr) return bad(std::string(key) + " is not a string");
+  }
+  WorkerRequest r;
+  UBCP_ASSIGN_OR_RETURN(r.unit_dir, InsideRoot(*text("unit_dir"), root));
+  UBCP_ASSIGN_OR_RETURN(r.model_blob, InsideRoot(*text("model_blob"), root));
+  UBCP_ASSIGN_OR_RETURN(r.data_blob, InsideRoot(*text("data_blob"), root));
+  r.manifest_hash = std::string(*text("manifest_hash"));
+  if (r.manifest_hash.empty() || r.manifest_hash.size() > 256) return bad("manifest_hash");
+  const boost::json::value& every = o.at("checkpoint_every");
+  if (!every.is_int64() || every.get_int64() < 0 || every.get_int64() > 1'000'000) {
+    return bad("checkpoint_every");
+  }
+  r.checkpoint_every = static_cast<int>(every.get_int64());
+  r.checkpoint_seconds = Num(o.at("checkpoint_seconds"));
+  if (!std::isfinite(r.checkpoint_seconds) || r.checkpoint_seconds < 0 ||
+      r.checkpoint_seconds > 86400) {
+    return bad("checkpoint_seconds");
+  }
+  auto mode = ParseAdversaryMode(*text("adversary"));
+  if (!mode) return bad("adversary");
+  r.adversary.mode = *mode;
+  r.adversary.scale = Num(o.at("adversary_scale"));
+  if (!std::isfinite(r.adversary.scale) || r.adversary.scale <= 0) return bad("adversary_scale");
+  return r;
 }
 
 std::vector<std::string> WorkerBenchmarkArgv(const fs::path& worker, double seconds, int threads) {
@@ -94,6 +173,13 @@ std::optional<WorkerEvent> ParseWorkerLine(std::string_view line) {
     e.first = *step;
     return e;
   }
+  if (word == "end") {
+    auto code = ParseInt(rest);
+    if (!code || (*code != kWorkerDone && *code != kWorkerFailed)) return std::nullopt;
+    e.kind = WorkerEvent::Kind::kEnd;
+    e.first = *code;
+    return e;
+  }
   return std::nullopt;
 }
 
@@ -116,6 +202,8 @@ std::string FormatWorkerEvent(const WorkerEvent& e) {
       return "error " + one_line(e.text);
     case WorkerEvent::Kind::kBenchmark:
       return "benchmark " + one_line(e.text);
+    case WorkerEvent::Kind::kEnd:
+      return "end " + std::to_string(e.first);
   }
   return {};
 }

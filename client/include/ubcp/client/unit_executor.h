@@ -48,12 +48,17 @@ struct ExecutionResult {
   std::string message;                 // why, for the other ends
   std::int64_t resumed_from_step = 0;  // > 0 when a checkpoint was used
   std::uint64_t peak_rss_bytes = 0;    // the worker's peak resident memory (0 in-process)
+  int worker_pid = 0;                  // the worker process that ran it (0 in-process)
 };
 
 class UnitExecutor {
  public:
   virtual ~UnitExecutor() = default;
   virtual ExecutionResult Execute(const ExecutionRequest& request) = 0;
+  // Ends what the executor keeps between units (a worker process with libtorch loaded); the
+  // donor's loop calls it whenever it has no unit to run next (no work, paused, waiting, stopping),
+  // so that an idle donor holds only the light daemon. The next Execute starts afresh.
+  virtual void Release() {}
 };
 
 }  // namespace ubcp::client

@@ -3,7 +3,10 @@
 // One work unit's worker process, started and supervised by the donor daemon (issue #5): lower
 // CPU and IO priority, its own process group, killed when the daemon dies, its standard output
 // read line by line, a resident-memory cap, and a clean stop on pause (SIGTERM, a grace period,
-// then SIGKILL). Linux only; no libtorch. How a unit runs: docs/DONOR.md.
+// then SIGKILL). A worker may also take requests on its standard input and answer each with a
+// last line, so that one process serves unit after unit (WorkerSpec::requests_on_stdin,
+// WorkerProcess::Send, SuperviseHooks::is_answer). Linux only; no libtorch. How a unit runs:
+// docs/DONOR.md.
 //
 // Requirements on the daemon: it must not ignore SIGCHLD nor reap children it did not start
 // (waitpid(-1, ...)), or the worker's exit status is lost. PR_SET_PDEATHSIG fires when the
@@ -44,6 +47,9 @@ struct WorkerSpec {
   std::uint64_t memory_limit_bytes = 0;
   // The worker's standard error, opened for appending (created 0600); empty = the daemon's.
   std::filesystem::path stderr_file;
+  // The worker's standard input is a socket the daemon writes requests to (WorkerProcess::Send);
+  // false: /dev/null.
+  bool requests_on_stdin = false;
 };
 
 // How a supervised worker ended.
@@ -52,6 +58,7 @@ enum class WorkerEnd {
   kSignaled,          // killed by term_signal, not by the supervisor
   kStoppedOnRequest,  // should_stop() said so: SIGTERM, then SIGKILL after the grace
   kOverMemoryCap,     // its resident memory went above WorkerSpec::memory_limit_bytes: SIGKILL
+  kAnswered,          // SuperviseHooks::is_answer accepted a line: the worker is still running
 };
 std::string_view WorkerEndName(WorkerEnd end);
 
@@ -82,6 +89,10 @@ struct SuperviseHooks {
   // read only the members already found.
   std::chrono::milliseconds memory_poll{200};
   std::size_t max_line_bytes = std::size_t{64} << 10;
+  // Asked after each line is delivered to on_line: true = that line ends the answer to the
+  // request sent last, and Supervise returns kAnswered, leaving the worker running (what it
+  // wrote after that line is kept for the next Supervise). Empty: supervise until it exits.
+  std::function<bool(std::string_view line)> is_answer;
 };
 
 // A started worker: owns the child process, its process group and the read end of its stdout.
@@ -112,9 +123,20 @@ class WorkerProcess {
 
   // Runs until the worker exits, delivering its output and enforcing the memory cap and the
   // stop request (see SuperviseHooks); then kills what is left of its process group and reaps
-  // it. Blocks the calling thread. kConflict when already supervised to the end; kInternal when
-  // the worker cannot be waited for (someone else reaped it).
+  // it. With hooks.is_answer it returns earlier, kAnswered, once the answer's last line came;
+  // peak_rss_bytes then covers this call only. Blocks the calling thread. kConflict when already
+  // supervised to the end; kInternal when the worker cannot be waited for (someone else reaped
+  // it).
   common::Result<WorkerExit> Supervise(const SuperviseHooks& hooks);
+
+  // Writes `line` and a '\n' to the worker's standard input (WorkerSpec::requests_on_stdin).
+  // kInvalidArgument for a line holding '\n'; kConflict without an input or after the end;
+  // kUnavailable when the worker no longer reads (it exited or closed its input).
+  common::Status Send(std::string_view line);
+  // Whether the worker is still to be supervised to its end (false once Supervise saw it exit).
+  bool running() const { return pid_ > 0; }
+  // Whether the worker process has exited (it stays a zombie until Supervise reaps it).
+  bool HasExited() const;
 
  private:
   WorkerProcess(pid_t pid, int stdout_fd, std::uint64_t memory_limit_bytes);
@@ -122,6 +144,8 @@ class WorkerProcess {
 
   pid_t pid_ = -1;  // -1: reaped, or moved from
   int stdout_fd_ = -1;
+  int stdin_fd_ = -1;   // the daemon's end of the request socket, or -1
+  std::string unread_;  // output after an answer's last line, for the next Supervise
   std::uint64_t memory_limit_bytes_ = 0;
   bool idle_io_applied_ = false;
   std::string idle_io_error_;

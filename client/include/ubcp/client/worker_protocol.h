@@ -1,17 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What the daemon and its `ubcp-worker` processes say to each other. The daemon starts
-//   ubcp-worker run --unit-dir D --manifest-hash H --model-blob M --data-blob X --threads N
-//                   [--checkpoint-every K] [--checkpoint-seconds T]
-//                   [--adversary MODE --adversary-scale S]
+//   ubcp-worker serve --root R --threads N [--idle-exit-seconds S]
 //   ubcp-worker benchmark --seconds S --threads N
-// and reads the worker's standard output, one event per line:
+// A serving worker keeps libtorch loaded and runs unit after unit, each asked for by one line on
+// its standard input (at most kMaxWorkerLine bytes):
+//   run {"unit_dir":D,"manifest_hash":H,"model_blob":M,"data_blob":X,"checkpoint_every":K,
+//        "checkpoint_seconds":T,"adversary":MODE,"adversary_scale":S}
+// where every path lies inside R (the daemon's state directory). It answers on its standard
+// output, one event per line:
 //   progress <done> <total>   after an optimizer step or evaluation batch, at most every 100 ms
 //                             (and always the first and the last)
 //   resumed <step>            the unit continues from a checkpoint taken after <step> steps
 //   checkpoint <step>         a checkpoint after <step> steps is on disk
-//   error <message>           why the unit failed (before exit code kWorkerFailed)
+//   error <message>           why the unit failed (before `end 3`, or before a crash's exit)
+//   end <code>                the unit's last line: kWorkerDone (its output is saved in the unit
+//                             directory) or kWorkerFailed (final); the worker waits for the next
 //   benchmark <json>          the benchmark report (benchmark mode)
+// A unit stopped by SIGTERM (pause, shutdown) is checkpointed and the worker exits with
+// kWorkerStopped; anything unexpected ends the worker (an error line, exit code 1). It exits 0 at
+// the end of its input, on SIGTERM while idle, or after S seconds without a request (0: never).
 // The unit's output is read from the unit directory (unit_journal.h), never from the pipe.
 // Torch-free: both sides link it.
 
@@ -33,19 +41,41 @@ inline constexpr int kWorkerDone = 0;
 inline constexpr int kWorkerUsage = 2;    // bad command line: a bug in the daemon
 inline constexpr int kWorkerFailed = 3;   // the unit cannot be executed (final)
 inline constexpr int kWorkerStopped = 4;  // stopped on SIGTERM after saving a checkpoint
+inline constexpr int kWorkerCrashed = 1;  // something unexpected: the unit is worth another try
 
 // Longest line either side writes (an error message or a benchmark report).
 inline constexpr std::size_t kMaxWorkerLine = 16 * 1024;
 
-std::vector<std::string> WorkerRunArgv(const std::filesystem::path& worker,
-                                       const ExecutionRequest& request);
+// `root`: the directory every path of a request must lie in; `idle_exit_seconds` 0: never.
+std::vector<std::string> WorkerServeArgv(const std::filesystem::path& worker,
+                                         const std::filesystem::path& root, int threads,
+                                         double idle_exit_seconds);
 std::vector<std::string> WorkerBenchmarkArgv(const std::filesystem::path& worker, double seconds,
                                              int threads);
 
+// One unit for a serving worker (the request's thread count and memory cap belong to the
+// worker process, not to the request).
+struct WorkerRequest {
+  std::filesystem::path unit_dir;
+  std::string manifest_hash;
+  std::filesystem::path model_blob;
+  std::filesystem::path data_blob;
+  int checkpoint_every = 0;
+  double checkpoint_seconds = 0;
+  Adversary adversary;
+};
+// The request line for `request` ("run {...}", no newline).
+std::string FormatWorkerRequest(const ExecutionRequest& request);
+// A request line back: kTooLarge over kMaxWorkerLine; kMalformed for anything but "run " and a
+// JSON object with exactly the fields above, of their types and ranges; kForbidden for a path
+// that is not absolute or, normalized, does not lie inside `root`.
+common::Result<WorkerRequest> ParseWorkerRequest(std::string_view line,
+                                                 const std::filesystem::path& root);
+
 struct WorkerEvent {
-  enum class Kind { kProgress, kResumed, kCheckpoint, kError, kBenchmark };
+  enum class Kind { kProgress, kResumed, kCheckpoint, kError, kBenchmark, kEnd };
   Kind kind = Kind::kProgress;
-  std::int64_t first = 0;   // progress: done; resumed/checkpoint: step
+  std::int64_t first = 0;   // progress: done; resumed/checkpoint: step; end: code
   std::int64_t second = 0;  // progress: total
   std::string text;         // error message, benchmark JSON
 };
