@@ -43,7 +43,7 @@ std::string KillJob() {
   spec.name = "donor-kill";
   spec.model = "zoo:mlp-i784-h64-o10";
   spec.dataset = "digits";
-  spec.rounds = 6;
+  spec.rounds = 8;
   spec.units_per_round = 2;
   spec.eval_units = 1;
   spec.params = {1500, 32, 0.05, 0.9, 0.0, "sgd", 11};
@@ -72,8 +72,12 @@ class DonorKillTest : public ProgramsTest {
  protected:
   DonorKillTest() : ProgramsTest("donor-kill") {}
 
+  // Starts (or restarts) donor i and waits until it has written its first log line: from then
+  // on its signal handlers are in place, so the SIGTERM that ends the test stops it cleanly (a
+  // program stopped before its main has run dies by the signal, whatever it does).
   void StartDonor(std::size_t i) {
     std::ofstream(DonorLog(i), std::ios::app) << "=== test: starting donor " << i << "\n";
+    const auto marked = fs::file_size(DonorLog(i));
     Child child = Spawn(DonorCommand(i, donor_tokens_[i],
                                      {"--threads", "1", "--poll", "0.2", "--bench-seconds", "0.2",
                                       "--checkpoint-every", std::to_string(kCheckpointEvery),
@@ -83,6 +87,10 @@ class DonorKillTest : public ProgramsTest {
       donors_[i] = std::move(child);
     } else {
       donors_.push_back(std::move(child));
+    }
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (fs::file_size(DonorLog(i)) == marked && donors_[i].Running() && Clock::now() < until) {
+      SleepSeconds(0.01);
     }
   }
 
