@@ -8,20 +8,23 @@
 //               the CNN, SGD with momentum, index_select batches from a random permutation) over
 //               the unit's shard, already converted to float: the time of the loop only.
 //   worker      the same fine-tune as a real unit (signed manifest saved by UnitJournal::Begin,
-//               blobs as files) run by MakeWorkerExecutor: a real `ubcp-worker` process at nice
-//               19 with checkpoints every --checkpoint-seconds (and/or --checkpoint-every
-//               steps). The wall time around
-//               Execute() counts everything the donor pays: process start, loading libtorch, blob
-//               hash checks and decoding, checkpoints, encoding and saving the output.
+//               blobs as files) run by MakeWorkerExecutor: a real `ubcp-worker serve` process
+//               at nice 19 with checkpoints every --checkpoint-seconds (and/or --checkpoint-every
+//               steps). The wall time around Execute() counts everything the donor pays: the
+//               request, blob hash checks and decoding, checkpoints, encoding and saving the
+//               output, and for the first unit of each model the worker's start (process,
+//               libtorch, a cold allocator), as for a donor's first unit after an idle spell:
+//               the executor keeps its worker between units, as the daemon's does while it has
+//               work (it lets it go when no unit follows).
 //   worker, no checkpoints / in-process (InProcessExecutor, checkpoints on): where time goes.
 // The bare loop and the worker with checkpoints run --repetitions times, the other two
 // --detail-repetitions times, interleaved (the bare loop is warmed up once first); the median
-// counts. Without --steps, a unit is sized to about --unit-seconds of the bare loop's training,
-// from the speed of its warm-up. Efficiency = variant samples/s / bare samples/s; the headline
-// efficiency is the worker's (checkpoints on), the lowest over the models.
-// cpu_s and cpu_eff: the same in CPU seconds (this process and its reaped children, so the
-// worker's included), which other work on a busy machine disturbs far less than wall time.
-// Everything runs at the worker's niceness (--nice, default the daemon's 19): this process
+// counts, and the worker's first (cold) unit is shown apart. Without --steps, a unit is sized to
+// about --unit-seconds of the bare loop's training, from the speed of its warm-up. Efficiency =
+// variant samples/s / bare samples/s; the headline efficiency is the worker's (checkpoints on), the
+// lowest over the models. cpu_s and cpu_eff: the same in CPU seconds (this process's, plus the
+// worker's from /proc/<pid>/stat), which other work on a busy machine disturbs far less than wall
+// time. Everything runs at the worker's niceness (--nice, default the daemon's 19): this process
 // renices itself, so that on a busy machine the variants compete for the CPU alike. The load
 // average before and after is printed: figures from a busy machine mean little.
 //
@@ -115,16 +118,38 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// CPU seconds (user + system) used by this process and by its children that have been reaped.
+// CPU seconds (user + system) used by this process.
 double CpuSeconds() {
-  double total = 0;
-  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
-    rusage u{};
-    ::getrusage(who, &u);
-    total += static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-             static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// CPU seconds (user + system, all threads) a running process has used: fields 14 and 15 of
+// /proc/<pid>/stat, after the parenthesised command name. 0 when it cannot be read.
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return 0;
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::strtod(field.c_str(), nullptr);
   }
-  return total;
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// A worker's CPU seconds since the last unit it ran (all of them for a worker not seen before).
+double WorkerCpuSecondsSinceLast(int pid) {
+  static std::map<int, double> seen;
+  const double now = ProcessCpuSeconds(pid);
+  const double used = now - seen[pid];
+  seen[pid] = now;
+  return used;
 }
 
 double Median(std::vector<double> v) {
@@ -262,6 +287,7 @@ common::Result<UnitFiles> MakeUnitFiles(const common::ModelSpec& spec,
 }
 
 struct UnitRun {
+  int worker_pid = 0;
   double seconds = 0;
   double cpu_seconds = 0;  // the worker's, and this process's (supervision, or the unit itself)
   common::ResultMetrics metrics;
@@ -292,7 +318,9 @@ common::Result<UnitRun> RunUnit(client::UnitExecutor& executor, client::UnitJour
   const Clock::time_point start = Clock::now();
   client::ExecutionResult result = executor.Execute(request);
   const double seconds = SecondsSince(start);
-  const double cpu_seconds = CpuSeconds() - cpu_start;
+  const double cpu_seconds =
+      CpuSeconds() - cpu_start +
+      (result.worker_pid > 0 ? WorkerCpuSecondsSinceLast(result.worker_pid) : 0);
   const bool checkpointed = fs::exists(journal.CheckpointPath(unit_id));
   UBCP_RETURN_IF_ERROR(journal.Finish(unit_id, result.end == client::ExecutionEnd::kDone, "bench"));
   if (result.end != client::ExecutionEnd::kDone || !result.output) {
@@ -316,7 +344,7 @@ common::Result<UnitRun> RunUnit(client::UnitExecutor& executor, client::UnitJour
                                                           (checkpointed ? " left a" : " left no") +
                                                           " checkpoint");
   }
-  return UnitRun{seconds, cpu_seconds, result.output->metrics};
+  return UnitRun{result.worker_pid, seconds, cpu_seconds, result.output->metrics};
 }
 
 // ---- Figures ---------------------------------------------------------------------------------
@@ -327,6 +355,7 @@ struct Variant {
   std::vector<double> seconds;
   std::vector<double> cpu_seconds;
   std::vector<double> losses;  // executions of the unit: the last batch's loss
+  std::vector<int> worker_pids;
   double SamplesPerSecond(std::int64_t samples) const {
     return static_cast<double>(samples) / Median(seconds);
   }
@@ -341,6 +370,7 @@ struct ModelFigures {
   Variant worker{"worker, checkpoints"};
   Variant worker_plain{"worker, no checkpoints"};
   Variant in_process{"in-process, checkpoints"};
+  double cold_seconds = NAN;  // the worker's first unit, which started it (also in worker)
   double Efficiency(const Variant& v) const {
     return v.SamplesPerSecond(samples) / bare.SamplesPerSecond(samples);
   }
@@ -378,6 +408,13 @@ void PrintModel(const ModelFigures& f, const Options& o) {
                 v->SamplesPerSecond(f.samples), f.Efficiency(*v), Median(v->cpu_seconds),
                 f.CpuEfficiency(*v), Runs(v->seconds).c_str());
   }
+  const std::set<int> pids(f.worker.worker_pids.begin(), f.worker.worker_pids.end());
+  std::printf(
+      "  the worker's first unit (its start included): %.3f s, efficiency %.3f; %zu worker "
+      "process(es) ran the %zu units with checkpoints\n",
+      f.cold_seconds,
+      static_cast<double>(f.samples) / f.cold_seconds / f.bare.SamplesPerSecond(f.samples),
+      pids.size(), f.worker.worker_pids.size());
   if (std::isnan(f.predicted_s)) {
     std::printf("  prediction: the client's benchmark does not cover this model\n");
   } else {
@@ -432,7 +469,11 @@ common::Result<ModelFigures> MeasureModel(const std::string& model, const common
   UBCP_ASSIGN_OR_RETURN(client::UnitJournal journal,
                         client::UnitJournal::Open(model_dir / "state"));
   const common::SigningKey coordinator_key = common::SigningKey::Generate();
-  auto worker = client::MakeWorkerExecutor({.worker = worker_bin, .nice = o.nice});
+  // Its worker waits between units for as long as the benchmark runs (no idle exit).
+  auto worker = client::MakeWorkerExecutor({.worker = worker_bin,
+                                            .root = fs::absolute(model_dir),
+                                            .nice = o.nice,
+                                            .idle_exit_seconds = 0});
   auto in_process = client::MakeInProcessExecutor();
 
   std::int64_t unit_id = 0;
@@ -441,9 +482,11 @@ common::Result<ModelFigures> MeasureModel(const std::string& model, const common
     UBCP_ASSIGN_OR_RETURN(UnitRun run, RunUnit(executor, journal, coordinator_key, files, ++unit_id,
                                                o.threads, checkpoints ? o.checkpoint_every : 0,
                                                checkpoints ? o.checkpoint_seconds : 0.0));
+    if (&variant == &f.worker && variant.seconds.empty()) f.cold_seconds = run.seconds;
     variant.seconds.push_back(run.seconds);
     variant.cpu_seconds.push_back(run.cpu_seconds);
     variant.losses.push_back(run.metrics.loss);
+    variant.worker_pids.push_back(run.worker_pid);
     return {};
   };
   for (int rep = 0; rep < o.repetitions; ++rep) {
@@ -819,8 +862,8 @@ int main(int argc, char** argv) {
       idle->seconds, idle->rss_max_mb, idle->cpu_pct, idle->libtorch_mapped ? "YES" : "no",
       idle->poll_failed ? " (some work requests failed)" : "");
   std::printf(
-      "efficiency: the worker with checkpoints, lowest over the models; prediction "
-      "error: mean over %d worker unit(s)\n",
+      "efficiency: the worker with checkpoints (median of its units, the first of which started "
+      "the worker), lowest over the models; prediction error: mean over %d worker unit(s)\n",
       predicted_units);
   std::printf("client: efficiency=%.3f prediction_error_pct=%.1f idle_rss_mb=%.1f\n", efficiency,
               prediction_error, idle->rss_max_mb);
