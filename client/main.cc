@@ -201,6 +201,11 @@ int main(int argc, char** argv) {
   app.add_option("--worker", worker.worker,
                  "the ubcp-worker program that runs units (default: next to ubcp-client, else "
                  "on PATH)");
+  std::uint64_t blob_cache_mb = options.blob_cache_bytes >> 20;
+  app.add_option("--blob-cache-mb", blob_cache_mb,
+                 "MiB of downloaded blobs kept for later units (<state>/blobs), least recently "
+                 "used removed first; the blobs of units in hand are always kept")
+      ->capture_default_str();
   app.add_option("--checkpoint-every", options.checkpoint_every,
                  "also checkpoint a fine-tune unit every N steps (0: only by time)")
       ->check(CLI::Range(0, 1000000));
@@ -231,6 +236,7 @@ int main(int argc, char** argv) {
     spdlog::warn("ADVERSARY MODE '{}': this host returns hostile updates", adversary_mode);
   }
   if (!name.empty()) spdlog::set_pattern("[%H:%M:%S.%e] [" + name + "] [%l] %v");
+  options.blob_cache_bytes = blob_cache_mb << 20;
   if (worker.worker.empty()) worker.worker = client::DefaultWorkerPath();
   {
     std::error_code ec;

@@ -44,6 +44,17 @@ common::BlobRef ToRef(const BlobRecord& b) { return {b.id, b.size, b.raw_size}; 
 
 bool Finite(double x) { return std::isfinite(x); }
 
+// A host's free text on one log line: control characters (a newline could forge a line of its
+// own) become '?'.
+std::string OneLine(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = '?';
+  }
+  return out;
+}
+
 }  // namespace
 
 Coordinator::Coordinator(Store& store, const BlobStore& blobs,
@@ -308,6 +319,16 @@ common::Result<common::ResultAck> Coordinator::SubmitResult(const HostRecord& ho
                   advanced.error().ToString());
   }
   return common::ResultAck{common::kProtocolVersion, "accepted"};
+}
+
+common::Result<bool> Coordinator::AbandonUnit(const HostRecord& host,
+                                              const common::UnitAbandon& report) {
+  UBCP_ASSIGN_OR_RETURN(bool released, store_.ReleaseLease(report.unit_id, host.id, report.attempt,
+                                                           report.manifest_hash, clock_()));
+  spdlog::info("host {} gave up unit {} (attempt {}): {}{}", host.id, report.unit_id,
+               report.attempt, OneLine(report.reason),
+               released ? "" : " (not its current lease: unchanged)");
+  return released;
 }
 
 common::Result<std::int64_t> Coordinator::UnitCredits(const UnitRecord& unit,

@@ -245,45 +245,60 @@ TEST_F(HostStateTest, MalformedRegistrationIsAnError) {
   }
 }
 
-TEST_F(HostStateTest, CachedBlobIsReturnedOnlyWhileItMatchesItsId) {
+TEST_F(HostStateTest, BlobPathsAreInsideTheCacheAndOnlyForContentIds) {
   HostState state = OpenState();
-  const std::string content = "blob bytes for the cache";
-  const common::Bytes bytes(content.begin(), content.end());
-  const std::string id = common::ContentId(bytes);
-
-  EXPECT_FALSE(state.CachedBlob(id).has_value());
-  state.CacheBlob(id, bytes);
-  const fs::path file = dir_ / "blobs" / id;
-  ASSERT_TRUE(fs::is_regular_file(file));
-  EXPECT_EQ(ModeOf(file), 0600u);
-  auto cached = state.CachedBlob(id);
-  ASSERT_TRUE(cached.has_value());
-  EXPECT_EQ(*cached, bytes);
-
-  // Tamper with one byte on disk: the cache must refuse it rather than hand it out.
-  std::string tampered = content;
-  tampered[3] ^= 0x01;
-  WriteFile(file, tampered);
-  EXPECT_FALSE(state.CachedBlob(id).has_value());
-
-  // Same for a truncated file.
-  WriteFile(file, content.substr(0, content.size() - 1));
-  EXPECT_FALSE(state.CachedBlob(id).has_value());
-}
-
-TEST_F(HostStateTest, CacheRefusesIdsThatAreNotContentIds) {
-  HostState state = OpenState();
-  const std::string content = "x";
-  const common::Bytes bytes(content.begin(), content.end());
-  // Ids reach file paths: anything but 64 lower-case hex must not be written or read.
+  const std::string id = common::ContentId(common::AsBytes("blob bytes for the cache"));
+  auto path = state.BlobPath(id);
+  ASSERT_TRUE(path) << path.error().ToString();
+  EXPECT_EQ(*path, dir_ / "blobs" / id);
+  // Ids reach file paths: anything but a content id is refused.
   for (const std::string& bad :
        std::vector<std::string>{"../escape", "", "ABCDEF", std::string(64, 'A'),
-                                std::string(63, 'a'), "../" + std::string(61, 'a')}) {
-    state.CacheBlob(bad, bytes);
-    EXPECT_FALSE(state.CachedBlob(bad).has_value()) << bad;
+                                std::string(63, 'a'), "../" + std::string(61, 'a'), id + "/x"}) {
+    auto refused = state.BlobPath(bad);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error().code, Errc::kMalformed) << bad;
   }
-  EXPECT_FALSE(fs::exists(dir_ / "escape"));
-  EXPECT_TRUE(fs::is_empty(dir_ / "blobs"));
+}
+
+TEST_F(HostStateTest, PruningRemovesLeastRecentlyUsedBlobsDownToTheBound) {
+  HostState state = OpenState();
+  // Five blobs of 1,000 bytes, used in order (the first the longest ago), a partial download
+  // and a file that is not a blob.
+  std::vector<std::string> ids;
+  const auto now = fs::file_time_type::clock::now();
+  for (int i = 0; i < 5; ++i) {
+    const std::string content(1000, static_cast<char>('a' + i));
+    ids.push_back(common::ContentId(common::AsBytes(content)));
+    WriteFile(*state.BlobPath(ids.back()), content);
+    fs::last_write_time(*state.BlobPath(ids.back()), now - std::chrono::hours(10 - i));
+  }
+  const std::string partial_id = common::ContentId(common::AsBytes("partial"));
+  WriteFile(dir_ / "blobs" / (partial_id + ".part"), std::string(500, 'p'));
+  fs::last_write_time(dir_ / "blobs" / (partial_id + ".part"), now - std::chrono::hours(20));
+  WriteFile(dir_ / "blobs" / "README", std::string(5000, 'r'));
+
+  // Within the bound: nothing goes.
+  EXPECT_EQ(state.PruneBlobs(10'000, {}), 0u);
+  // Blob 0 is in use although the oldest blob: the partial download (older still) and blobs
+  // 1 and 2 go, leaving 3,000 bytes of blobs.
+  EXPECT_EQ(state.PruneBlobs(3'000, {ids[0]}), 2'500u);
+  EXPECT_FALSE(fs::exists(dir_ / "blobs" / (partial_id + ".part")));
+  EXPECT_TRUE(fs::exists(*state.BlobPath(ids[0])));
+  EXPECT_FALSE(fs::exists(*state.BlobPath(ids[1])));
+  EXPECT_FALSE(fs::exists(*state.BlobPath(ids[2])));
+  EXPECT_TRUE(fs::exists(*state.BlobPath(ids[3])));
+  EXPECT_TRUE(fs::exists(*state.BlobPath(ids[4])));
+  EXPECT_TRUE(fs::exists(dir_ / "blobs" / "README"));
+
+  // Touching blob 3 makes blob 4 the least recently used.
+  state.TouchBlob(ids[3]);
+  EXPECT_EQ(state.PruneBlobs(2'000, {ids[0]}), 1'000u);
+  EXPECT_TRUE(fs::exists(*state.BlobPath(ids[3])));
+  EXPECT_FALSE(fs::exists(*state.BlobPath(ids[4])));
+  // Everything in use: over the bound, and nothing removed.
+  EXPECT_EQ(state.PruneBlobs(0, {ids[0], ids[3]}), 0u);
+  EXPECT_EQ(state.PruneBlobs(0, {}), 2'000u);
 }
 
 TEST_F(HostStateTest, WriteFileAtomicallyReplacesContentWithTheGivenMode) {

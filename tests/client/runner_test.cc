@@ -106,6 +106,11 @@ class FakeCoordinator final : public HttpsClient {
       if (!result_failures.empty()) return Pop(result_failures, c);
       return Answer(200, common::SerializeResultAck({common::kProtocolVersion, "accepted"}));
     }
+    if (c.method == "POST" && c.target.starts_with("/v1/units/") &&
+        c.target.ends_with("/abandon")) {
+      if (!abandon_failures.empty()) return Pop(abandon_failures, c);
+      return Answer(200, common::SerializeUnitAbandonAck({common::kProtocolVersion, true}));
+    }
     return ErrorAnswer(404, Errc::kNotFound, "unexpected " + c.method + " " + c.target);
   }
 
@@ -139,6 +144,7 @@ class FakeCoordinator final : public HttpsClient {
   std::map<std::string, common::Bytes> blobs;
   std::map<std::string, std::deque<Response>> blob_failures;
   std::deque<Response> result_failures;
+  std::deque<Response> abandon_failures;  // answers to POST /v1/units/{id}/abandon, in order
   std::atomic<bool>* stop = nullptr;
   std::vector<Call> calls;
   std::function<void(const Call&)> on_call;  // runs on the caller's thread, before answering
@@ -177,8 +183,21 @@ std::vector<double> Gaps(const std::vector<FakeCoordinator::Call>& calls) {
   return gaps;
 }
 
+std::string AsText(const common::Bytes& bytes) { return std::string(common::AsString(bytes)); }
+
+void WriteFile(const fs::path& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+}
+
 class RunnerTest : public ::testing::Test {
  protected:
+  // The cached blob's file as it is on disk ("" when there is none).
+  std::string CachedBytes(const std::string& id) const {
+    std::ifstream in(*state_->BlobPath(id), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
   void SetUp() override {
     ASSERT_TRUE(common::InitCrypto());
     dir_ = fs::temp_directory_path() /
@@ -424,8 +443,8 @@ TEST_F(RunnerTest, EvalUnitResultIsRetriedWithTheSameSignedBytes) {
   EXPECT_LE(result->metrics.accuracy, 1);
 
   // Inputs were cached for the next unit.
-  EXPECT_TRUE(state_->CachedBlob(RefOf(model_).id).has_value());
-  EXPECT_TRUE(state_->CachedBlob(RefOf(data_).id).has_value());
+  EXPECT_EQ(CachedBytes(RefOf(model_).id), AsText(model_.bytes));
+  EXPECT_EQ(CachedBytes(RefOf(data_).id), AsText(data_.bytes));
 }
 
 TEST_F(RunnerTest, FinetuneUploadsTheUpdateBeforeTheResult) {
@@ -463,13 +482,9 @@ TEST_F(RunnerTest, FinetuneUploadsTheUpdateBeforeTheResult) {
 }
 
 TEST_F(RunnerTest, CachedBlobsAreUsedAndTamperedOnesFetchedAgain) {
-  state_->CacheBlob(RefOf(model_).id, model_.bytes);
-  state_->CacheBlob(RefOf(data_).id, data_.bytes);
-  // Corrupt the cached data blob on disk: it must be fetched from the coordinator instead.
-  {
-    std::ofstream out(dir_ / "blobs" / RefOf(data_).id, std::ios::binary | std::ios::trunc);
-    out << "corrupted";
-  }
+  WriteFile(*state_->BlobPath(RefOf(model_).id), AsText(model_.bytes));
+  // A corrupted cached data blob: it must be fetched from the coordinator instead.
+  WriteFile(*state_->BlobPath(RefOf(data_).id), "corrupted");
   OfferWork(Sign(EvalManifest()));
   RunnerOptions options = FastOptions();
   options.max_units = 1;
@@ -478,9 +493,25 @@ TEST_F(RunnerTest, CachedBlobsAreUsedAndTamperedOnesFetchedAgain) {
   auto gets = fake_.CallsTo("GET", "/v1/blobs/");
   ASSERT_EQ(gets.size(), 1u);
   EXPECT_EQ(gets[0].target, "/v1/blobs/" + RefOf(data_).id);
-  auto repaired = state_->CachedBlob(RefOf(data_).id);
-  ASSERT_TRUE(repaired.has_value());
-  EXPECT_EQ(*repaired, data_.bytes);
+  EXPECT_EQ(CachedBytes(RefOf(data_).id), AsText(data_.bytes));
+}
+
+TEST_F(RunnerTest, TheBlobCacheIsPrunedAfterEachUnitKeepingTheNewestBlobs) {
+  // An old blob of another job fills the cache beyond its bound.
+  const std::string old_content(4096, 'o');
+  const std::string old_id = common::ContentId(common::AsBytes(old_content));
+  WriteFile(*state_->BlobPath(old_id), old_content);
+  fs::last_write_time(*state_->BlobPath(old_id),
+                      fs::file_time_type::clock::now() - std::chrono::hours(1));
+  OfferWork(Sign(EvalManifest()));
+  RunnerOptions options = FastOptions();
+  options.max_units = 1;
+  options.blob_cache_bytes = model_.bytes.size() + data_.bytes.size();
+  const RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_done, 1);
+  EXPECT_FALSE(fs::exists(*state_->BlobPath(old_id))) << "the least recently used blob stays";
+  EXPECT_EQ(CachedBytes(RefOf(model_).id), AsText(model_.bytes));
+  EXPECT_EQ(CachedBytes(RefOf(data_).id), AsText(data_.bytes));
 }
 
 TEST_F(RunnerTest, ManifestsThatFailVerificationAreRefusedBeforeAnyDownload) {
@@ -531,7 +562,7 @@ TEST_F(RunnerTest, HashMismatchAndConflictAreFinal) {
   EXPECT_EQ(summary.units_refused, 1);
   EXPECT_EQ(summary.retries, 0);
   EXPECT_EQ(fake_.CallsTo("GET", "/v1/blobs/" + RefOf(data_).id).size(), 1u);
-  EXPECT_FALSE(state_->CachedBlob(RefOf(data_).id).has_value()) << "bad bytes must not be cached";
+  EXPECT_EQ(CachedBytes(RefOf(data_).id), "") << "bad bytes must not be cached";
 
   fake_.calls.clear();
   stop_ = false;
@@ -872,6 +903,60 @@ TEST(IsRetryableTest, OnlyTransientFailuresAreRetryable) {
                     Errc::kNotFound, Errc::kConflict, Errc::kUnauthorized, Errc::kForbidden}) {
     EXPECT_FALSE(IsRetryable(common::MakeError(code, ""))) << common::ErrcName(code);
   }
+}
+
+TEST_F(RunnerTest, AGivenUpUnitIsReportedToTheCoordinatorOnceAfterItsEndIsRecorded) {
+  // The coordinator does not have the model (404): the unit is given up ("cannot fetch inputs").
+  common::Manifest missing = EvalManifest();
+  fake_.blobs.erase(missing.model.id);
+  const common::SignedEnvelope manifest = Sign(missing);
+  OfferWork(manifest);
+  const fs::path units = dir_ / "units";
+  std::string finished_at_report;
+  bool dir_left_at_report = true;
+  fake_.on_call = [&](const FakeCoordinator::Call& c) {
+    if (!c.target.ends_with("/abandon")) return;
+    std::ifstream in(units / "finished.log");
+    finished_at_report.assign(std::istreambuf_iterator<char>(in), {});
+    dir_left_at_report = fs::exists(units / std::to_string(missing.unit_id));
+  };
+  RunnerOptions options = FastOptions();
+  options.max_backoff_s = 0.01;
+  RunSummary summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+
+  auto reports = fake_.CallsTo("POST", "/v1/units/");
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].target, "/v1/units/" + std::to_string(missing.unit_id) + "/abandon");
+  EXPECT_EQ(reports[0].token, "host-token");
+  auto report = common::ParseUnitAbandon(reports[0].body);
+  ASSERT_TRUE(report) << report.error().ToString();
+  EXPECT_EQ(report->unit_id, missing.unit_id);
+  EXPECT_EQ(report->attempt, missing.attempt);
+  EXPECT_EQ(report->manifest_hash, common::PayloadHash(manifest));
+  EXPECT_NE(report->reason.find("cannot fetch inputs"), std::string::npos) << report->reason;
+  // Sent once the end is recorded locally (and the unit's directory gone).
+  EXPECT_NE(finished_at_report.find(std::to_string(missing.unit_id) +
+                                    " failed attempt=" + std::to_string(missing.attempt)),
+            std::string::npos)
+      << finished_at_report;
+  EXPECT_FALSE(dir_left_at_report);
+
+  // A report that fails is not retried: the lease deadline is the fallback.
+  fake_.calls.clear();
+  fake_.on_call = nullptr;
+  stop_ = false;
+  fake_.abandon_failures.push_back(ErrorAnswer(503, Errc::kUnavailable, "busy"));
+  common::Manifest again = missing;
+  again.unit_id = missing.unit_id + 1;
+  OfferWork(Sign(again));
+  summary = RunLoop(options);
+  EXPECT_EQ(summary.units_refused, 1);
+  EXPECT_EQ(summary.retries, 0);
+  reports = fake_.CallsTo("POST", "/v1/units/");
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].target, "/v1/units/" + std::to_string(again.unit_id) + "/abandon");
+  EXPECT_TRUE(fake_.abandon_failures.empty());
 }
 
 }  // namespace

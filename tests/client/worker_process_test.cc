@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/process_gone.h"
 #include "support/temp_dir.h"
 
 namespace ubcp::client {
@@ -66,14 +67,7 @@ int CountOpenFds() {
   return count;
 }
 
-// Whether `pid` no longer runs: absent, or a zombie that its (new) parent has not reaped.
-bool ProcessGone(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return true;
-  const std::size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';
-}
+using ubcp::testing::ProcessGone;
 
 bool GoneWithin(pid_t pid, milliseconds limit) {
   const auto deadline = SteadyClock::now() + limit;

@@ -115,6 +115,16 @@ ResultAck SampleAck() {
   return a;
 }
 
+UnitAbandon SampleAbandon() {
+  UnitAbandon a;
+  a.unit_id = 9000000000;
+  a.attempt = 3;
+  a.manifest_hash = kIdC;
+  // Quotes, a newline and UTF-8 survive escaping.
+  a.reason = "unit 9000000000: \"execution failed\":\nworker used 70 MiB \xe2\x80\x93 limit";
+  return a;
+}
+
 JobSpec SampleJobSpec() {
   JobSpec s;
   s.name = "fashion fedavg";
@@ -245,6 +255,10 @@ std::vector<ParseCase> AllCases() {
        SerializeResultPayload(SampleResult()), kMaxPayloadJson, true},
       {"ResultAck", [](std::string_view s) { return AsStatus(ParseResultAck(s)); },
        SerializeResultAck(SampleAck()), kMaxRequestJson, true},
+      {"UnitAbandon", [](std::string_view s) { return AsStatus(ParseUnitAbandon(s)); },
+       SerializeUnitAbandon(SampleAbandon()), kMaxRequestJson, true},
+      {"UnitAbandonAck", [](std::string_view s) { return AsStatus(ParseUnitAbandonAck(s)); },
+       SerializeUnitAbandonAck({kProtocolVersion, true}), kMaxRequestJson, true},
       {"JobSpec", [](std::string_view s) { return AsStatus(ParseJobSpec(s)); },
        SerializeJobSpec(SampleJobSpec()), kMaxRequestJson, true},
       {"JobCreated", [](std::string_view s) { return AsStatus(ParseJobCreated(s)); },
@@ -773,6 +787,78 @@ void ExpectAll(const std::string& valid, const std::function<Status(std::string_
 }
 
 std::string Repeat(char c, std::size_t n) { return std::string(n, c); }
+
+TEST_F(WireTest, UnitAbandonRoundTripsAndIsBounded) {
+  const UnitAbandon in = SampleAbandon();
+  const std::string text = SerializeUnitAbandon(in);
+  auto out = ParseUnitAbandon(text);
+  ASSERT_TRUE(out) << out.error().ToString();
+  EXPECT_EQ(out->unit_id, in.unit_id);
+  EXPECT_EQ(out->attempt, 3);
+  EXPECT_EQ(out->manifest_hash, kIdC);
+  EXPECT_EQ(out->reason, in.reason);
+  EXPECT_EQ(SerializeUnitAbandon(*out), text);
+
+  // The longest reason, every byte of it escaped six-fold, still fits the body limit; one byte
+  // more is refused.
+  UnitAbandon longest = in;
+  longest.reason = std::string(kMaxAbandonReason, '\x01');
+  const std::string longest_text = SerializeUnitAbandon(longest);
+  EXPECT_GT(longest_text.size(), 6 * kMaxAbandonReason);
+  EXPECT_LE(longest_text.size(), kMaxRequestJson);
+  auto parsed = ParseUnitAbandon(longest_text);
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_EQ(parsed->reason, longest.reason);
+
+  // A reason cut by the sender with FitUtf8 fits, whatever text it started from.
+  UnitAbandon cut = in;
+  cut.reason =
+      FitUtf8(std::string(kMaxAbandonReason, 'x') + "\xc3\xa9 and more", kMaxAbandonReason);
+  EXPECT_TRUE(ParseUnitAbandon(SerializeUnitAbandon(cut)));
+
+  const std::string valid = SerializeUnitAbandon(in);
+  auto parse = [](std::string_view s) { return AsStatus(ParseUnitAbandon(s)); };
+  using O = boost::json::object;
+  ExpectAll(valid, parse,
+            {
+                {"reason too long", [](O& o) { o["reason"] = Repeat('r', kMaxAbandonReason + 1); }},
+                {"reason null", [](O& o) { o["reason"] = nullptr; }},
+                {"reason number", [](O& o) { o["reason"] = 1; }},
+                {"manifest_hash short", [](O& o) { o["manifest_hash"] = "abc"; }},
+                {"manifest_hash empty", [](O& o) { o["manifest_hash"] = ""; }},
+                {"manifest_hash upper", [](O& o) { o["manifest_hash"] = Repeat('A', 64); }},
+                {"manifest_hash too long", [](O& o) { o["manifest_hash"] = Repeat('a', 65); }},
+                {"unit_id -1", [](O& o) { o["unit_id"] = -1; }},
+                {"unit_id 1.5", [](O& o) { o["unit_id"] = 1.5; }},
+                {"unit_id string", [](O& o) { o["unit_id"] = "7"; }},
+                {"attempt -1", [](O& o) { o["attempt"] = -1; }},
+                {"attempt 2^31", [](O& o) { o["attempt"] = 2147483648LL; }},
+                {"attempt bool", [](O& o) { o["attempt"] = true; }},
+            },
+            Errc::kMalformed);
+  ExpectAll(valid, parse, {{"empty reason", [](O& o) { o["reason"] = ""; }}}, std::nullopt);
+  // Over the body limit: refused before parsing.
+  const std::string padded =
+      valid.substr(0, valid.size() - 1) + R"(,"pad":")" + Repeat('p', kMaxRequestJson) + "\"}";
+  EXPECT_EQ(CodeOf(parse(padded)), Errc::kTooLarge);
+}
+
+TEST_F(WireTest, UnitAbandonAckRoundTripsAndIsStrict) {
+  for (bool released : {true, false}) {
+    auto out = ParseUnitAbandonAck(SerializeUnitAbandonAck({kProtocolVersion, released}));
+    ASSERT_TRUE(out) << out.error().ToString();
+    EXPECT_EQ(out->released, released);
+  }
+  auto parse = [](std::string_view s) { return AsStatus(ParseUnitAbandonAck(s)); };
+  using O = boost::json::object;
+  ExpectAll(SerializeUnitAbandonAck({kProtocolVersion, true}), parse,
+            {
+                {"released string", [](O& o) { o["released"] = "true"; }},
+                {"released 1", [](O& o) { o["released"] = 1; }},
+                {"released null", [](O& o) { o["released"] = nullptr; }},
+            },
+            Errc::kMalformed);
+}
 
 TEST_F(WireTest, JobSpecRanges) {
   const std::string valid = SerializeJobSpec(SampleJobSpec());

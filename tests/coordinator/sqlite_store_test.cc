@@ -512,6 +512,113 @@ TEST_F(SqliteStoreTest, LateResultForExpiredButNotReissuedLeaseIsAccepted) {
   EXPECT_EQ(*accepted, RecordOutcome::kAccepted);
 }
 
+TEST_F(SqliteStoreTest, AReleasedLeaseIsOfferedToAnotherHostAtOnce) {
+  MakeJob({kFinetune}, /*lease_seconds=*/600);
+  std::int64_t a = AddHost("a");
+  std::int64_t b = AddHost("b");
+  LeaseContext first = MustLease(a, {kFinetune}, 1000);
+  ASSERT_EQ(first.unit.lease_deadline, 1600);
+  // Held: nobody else gets it before the deadline.
+  auto held = store().LeaseUnit(b, {kFinetune}, 1010, PlainSigner());
+  ASSERT_TRUE(held);
+  EXPECT_FALSE(held->has_value());
+
+  auto released =
+      store().ReleaseLease(first.unit.id, a, first.unit.attempt, first.unit.manifest_hash, 1010);
+  ASSERT_TRUE(released) << released.error().ToString();
+  EXPECT_TRUE(*released);
+  auto unit = store().GetUnit(first.unit.id);
+  ASSERT_TRUE(unit);
+  EXPECT_EQ(unit->state, UnitState::kLeased);
+  EXPECT_EQ(unit->host_id, a);
+  EXPECT_EQ(unit->attempt, first.unit.attempt);
+  EXPECT_LT(unit->lease_deadline, 1010);
+
+  // The same report again changes nothing.
+  auto again =
+      store().ReleaseLease(first.unit.id, a, first.unit.attempt, first.unit.manifest_hash, 1020);
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(*again);
+  EXPECT_EQ(store().GetUnit(first.unit.id)->lease_deadline, unit->lease_deadline);
+
+  // Another host gets the unit in the same second, as attempt + 1.
+  LeaseContext second = MustLease(b, {kFinetune}, 1010);
+  EXPECT_EQ(second.unit.id, first.unit.id);
+  EXPECT_EQ(second.unit.host_id, b);
+  EXPECT_EQ(second.unit.attempt, first.unit.attempt + 1);
+  EXPECT_EQ(second.unit.lease_deadline, 1610);
+
+  // Now a's report is stale: refused, b's lease untouched.
+  auto stale =
+      store().ReleaseLease(first.unit.id, a, first.unit.attempt, first.unit.manifest_hash, 1020);
+  ASSERT_TRUE(stale);
+  EXPECT_FALSE(*stale);
+  unit = store().GetUnit(first.unit.id);
+  EXPECT_EQ(unit->host_id, b);
+  EXPECT_EQ(unit->attempt, second.unit.attempt);
+  EXPECT_EQ(unit->lease_deadline, 1610);
+  // ... and a's late result for the released lease is refused too.
+  EXPECT_EQ(CodeOf(RecordValid(ResultFor(first.unit, "given-up"))), Errc::kConflict);
+}
+
+TEST_F(SqliteStoreTest, ReleaseLeaseChangesNothingUnlessItNamesTheCurrentLease) {
+  MakeJob({kFinetune});
+  std::int64_t a = AddHost("a");
+  std::int64_t b = AddHost("b");
+  const LeaseContext lease = MustLease(a, {kFinetune}, 1000);
+  const UnitRecord& u = lease.unit;
+  struct Case {
+    const char* what;
+    std::int64_t host;
+    int attempt;
+    std::string hash;
+  };
+  for (const Case& c : {Case{"another host", b, u.attempt, u.manifest_hash},
+                        Case{"an earlier attempt", a, u.attempt - 1, u.manifest_hash},
+                        Case{"a later attempt", a, u.attempt + 1, u.manifest_hash},
+                        Case{"another manifest", a, u.attempt, u.manifest_hash + "x"},
+                        Case{"no manifest", a, u.attempt, ""}}) {
+    auto released = store().ReleaseLease(u.id, c.host, c.attempt, c.hash, 1100);
+    ASSERT_TRUE(released) << c.what << ": " << released.error().ToString();
+    EXPECT_FALSE(*released) << c.what;
+    auto unit = store().GetUnit(u.id);
+    ASSERT_TRUE(unit);
+    EXPECT_EQ(unit->state, UnitState::kLeased) << c.what;
+    EXPECT_EQ(unit->host_id, a) << c.what;
+    EXPECT_EQ(unit->attempt, u.attempt) << c.what;
+    EXPECT_EQ(unit->lease_deadline, u.lease_deadline) << c.what;
+    EXPECT_EQ(unit->manifest_hash, u.manifest_hash) << c.what;
+  }
+  auto still_held = store().LeaseUnit(b, {kFinetune}, 1100, PlainSigner());
+  ASSERT_TRUE(still_held);
+  EXPECT_FALSE(still_held->has_value());
+  // Past its deadline the lease has expired by itself: nothing to release.
+  auto expired = store().ReleaseLease(u.id, a, u.attempt, u.manifest_hash, u.lease_deadline + 1);
+  ASSERT_TRUE(expired);
+  EXPECT_FALSE(*expired);
+  EXPECT_EQ(store().GetUnit(u.id)->lease_deadline, u.lease_deadline);
+
+  EXPECT_EQ(CodeOf(store().ReleaseLease(999, a, 1, u.manifest_hash, 1100)), Errc::kNotFound);
+
+  // A pending unit has no lease to release.
+  MakeJob({kFinetune});
+  auto pending = store().GetUnit(2);
+  ASSERT_TRUE(pending);
+  ASSERT_EQ(pending->state, UnitState::kPending);
+  auto none = store().ReleaseLease(2, a, 0, "", 1100);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+
+  // Done: the result stands and the unit stays done.
+  ASSERT_TRUE(RecordValid(ResultFor(u, "done")));
+  auto done = store().ReleaseLease(u.id, a, u.attempt, u.manifest_hash, 1100);
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(*done);
+  auto unit = store().GetUnit(u.id);
+  EXPECT_EQ(unit->state, UnitState::kDone);
+  EXPECT_EQ(unit->lease_deadline, u.lease_deadline);
+}
+
 TEST_F(SqliteStoreTest, SignFailureRollsBackTheLease) {
   MakeJob({kFinetune});
   std::int64_t host = AddHost("a");

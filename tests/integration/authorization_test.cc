@@ -289,6 +289,36 @@ class AuthorizationTest : public LoopTest {
     result.metrics = {2.3, 0.1, 2.3, 100};
     result_body_ = common::SerializeEnvelope(common::SignPayload(
         *donor_->key, common::kDomainResult, common::SerializeResultPayload(result)));
+
+    // A fine-tune unit leased to the donor, to give up; one leased to another host, whose lease
+    // the donor must not be able to end.
+    abandon_ = LeaseFinetune(*donor_);
+    other_ = NewDonor("other-donor");
+    ASSERT_FALSE(HasFailure());
+    other_abandon_ = LeaseFinetune(*other_);
+    ASSERT_FALSE(HasFailure());
+  }
+
+  // Leases a fine-tune unit to `donor`: the report that would give it up.
+  common::UnitAbandon LeaseFinetune(Donor& donor) {
+    common::WorkRequest finetune;
+    finetune.kinds = {"finetune_shard"};
+    auto work = donor.api->RequestWork(finetune);
+    EXPECT_TRUE(work && work->has_value());
+    if (!work || !work->has_value()) return {};
+    auto m = common::ParseManifest((**work).payload);
+    EXPECT_TRUE(m);
+    if (!m) return {};
+    common::UnitAbandon report;
+    report.unit_id = m->unit_id;
+    report.attempt = m->attempt;
+    report.manifest_hash = common::PayloadHash(**work);
+    report.reason = "unit " + std::to_string(m->unit_id) + ": execution failed: test";
+    return report;
+  }
+  static Request AbandonRequest(const common::UnitAbandon& report) {
+    return Request{"POST", "/v1/units/" + std::to_string(report.unit_id) + "/abandon",
+                   common::SerializeUnitAbandon(report)};
   }
 
   std::string NewAccount(const std::string& name, coordinator::Role role, std::int64_t* id) {
@@ -448,7 +478,8 @@ class AuthorizationTest : public LoopTest {
   std::string bob_, admin_, host_token_;
   std::string unknown_ = common::NewToken();
   std::int64_t bob_id_ = 0, admin_id_ = 0;
-  std::unique_ptr<Donor> donor_;
+  std::unique_ptr<Donor> donor_, other_;
+  common::UnitAbandon abandon_, other_abandon_;  // leases of donor_ and of other_
   std::int64_t main_job_ = 0, cancel_job_ = 0, admin_cancel_job_ = 0, done_job_ = 0;
   std::string final_model_, done_spec_, model_blob_, result_body_;
   std::vector<std::string> issued_host_tokens_;  // from POST /v1/hosts in the matrix
@@ -536,6 +567,30 @@ std::vector<Route> AuthorizationTest::Routes() {
                       auto ack = common::ParseResultAck(r.body);
                       ASSERT_TRUE(ack);
                       EXPECT_EQ(ack->status, "accepted");
+                    }});
+  routes.push_back({"POST /v1/units/{id}/abandon", [this](Who) { return AbandonRequest(abandon_); },
+                    kHostOnly,
+                    [this](Who, const Request&, const Reply& r) {
+                      auto ack = common::ParseUnitAbandonAck(r.body);
+                      ASSERT_TRUE(ack) << r.body;
+                      EXPECT_TRUE(ack->released);
+                      auto unit = store_->GetUnit(abandon_.unit_id);
+                      ASSERT_TRUE(unit);
+                      EXPECT_EQ(unit->state, coordinator::UnitState::kLeased);
+                      EXPECT_LT(unit->lease_deadline, now_.load());
+                    }});
+  // The donor's token with the report of another host's lease: answered, but nothing changes.
+  routes.push_back({"POST /v1/units/{id}/abandon of another host's lease",
+                    [this](Who) { return AbandonRequest(other_abandon_); }, kHostOnly,
+                    [this](Who, const Request&, const Reply& r) {
+                      auto ack = common::ParseUnitAbandonAck(r.body);
+                      ASSERT_TRUE(ack) << r.body;
+                      EXPECT_FALSE(ack->released);
+                      auto unit = store_->GetUnit(other_abandon_.unit_id);
+                      ASSERT_TRUE(unit);
+                      EXPECT_EQ(unit->host_id, other_->registration.host_id);
+                      EXPECT_EQ(unit->attempt, other_abandon_.attempt);
+                      EXPECT_GT(unit->lease_deadline, now_.load());
                     }});
   routes.push_back({"GET /v1/blobs/{id}", get("/v1/blobs/" + model_blob_), kAnyToken,
                     [this](Who, const Request&, const Reply& r) {
@@ -748,8 +803,9 @@ std::vector<Route> AuthorizationTest::Routes() {
 
 TEST_F(AuthorizationTest, EveryRouteAnswersEachCallerAsItsRoleAllows) {
   const std::vector<Route> routes = Routes();
-  // The 22 routes of docs/PROTOCOL.md, plus a ranged GET and a chunked PUT of a blob.
-  ASSERT_EQ(routes.size(), 24u);
+  // The 23 routes of docs/PROTOCOL.md, plus a ranged GET and a chunked PUT of a blob, and the
+  // abandon of another host's lease.
+  ASSERT_EQ(routes.size(), 26u);
   for (const Route& route : routes) {
     for (std::size_t c = 0; c < kCallers.size(); ++c) {
       const Who who = kCallers[c];
@@ -796,6 +852,49 @@ TEST_F(AuthorizationTest, EveryRouteAnswersEachCallerAsItsRoleAllows) {
   EXPECT_EQ(issued_host_tokens_.size(), 3u);  // bob, alice and the admin attached a host each
   auto cells = ExpectNoRawTokens(issued_host_tokens_);
   EXPECT_GT(cells["hosts"], 0u);
+}
+
+TEST_F(AuthorizationTest, AbandonRefusesABadPathOrBodyAndChangesNothing) {
+  const State before = TakeState();
+  common::UnitAbandon other_unit = abandon_;
+  other_unit.unit_id = other_abandon_.unit_id;
+  common::UnitAbandon too_long = abandon_;
+  too_long.reason = std::string(common::kMaxAbandonReason + 1, 'r');
+  common::UnitAbandon unknown = abandon_;
+  unknown.unit_id = 987654;
+  const std::string path = "/v1/units/" + std::to_string(abandon_.unit_id) + "/abandon";
+  const struct {
+    const char* what;
+    Request request;
+    int status;
+  } cases[] = {
+      {"body names another unit", {"POST", path, common::SerializeUnitAbandon(other_unit)}, 400},
+      {"not JSON", {"POST", path, "{"}, 400},
+      {"empty body", {"POST", path, ""}, 400},
+      {"reason over the limit", {"POST", path, common::SerializeUnitAbandon(too_long)}, 400},
+      {"id not a number",
+       {"POST", "/v1/units/x/abandon", common::SerializeUnitAbandon(abandon_)},
+       400},
+      {"id zero", {"POST", "/v1/units/0/abandon", common::SerializeUnitAbandon(abandon_)}, 400},
+      {"unknown unit", AbandonRequest(unknown), 404},
+      {"GET", {"GET", path, ""}, 404},
+  };
+  for (const auto& c : cases) {
+    const Reply reply = Send(Who::kHost, c.request);
+    EXPECT_EQ(reply.status, c.status) << c.what << ": " << reply.body;
+    if (reply.status >= 400) {
+      auto error = common::ParseErrorBody(reply.body);
+      EXPECT_TRUE(error) << c.what << ": " << reply.body;
+    }
+  }
+  ExpectSameState(before, TakeState());
+  // The valid report still releases the lease, once.
+  Reply released = Send(Who::kHost, AbandonRequest(abandon_));
+  ASSERT_EQ(released.status, k200) << released.body;
+  EXPECT_EQ(released.body, common::SerializeUnitAbandonAck({common::kProtocolVersion, true}));
+  Reply again = Send(Who::kHost, AbandonRequest(abandon_));
+  ASSERT_EQ(again.status, k200) << again.body;
+  EXPECT_EQ(again.body, common::SerializeUnitAbandonAck({common::kProtocolVersion, false}));
 }
 
 TEST_F(AuthorizationTest, TokensAreStoredOnlyAsHashes) {

@@ -3,7 +3,8 @@
 // ubcp-worker): the idle daemon stays light (no libtorch mapped, resident memory under 40 MiB);
 // a unit runs in a worker at nice 19 with the donor's thread count; `ubcp-client pause` stops
 // that worker, which leaves a checkpoint, and `resume` continues the unit from it; a worker above
-// the donor's memory limit is stopped and its unit given up, while the daemon goes on.
+// the donor's memory limit is stopped and its unit given up, while the daemon goes on; the
+// coordinator hears of it and offers the unit again at once.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -182,6 +183,37 @@ TEST_F(DonorControlTest, AWorkerOverTheMemoryLimitIsStoppedAndItsUnitGivenUp) {
       << Tail(ReadFile(DonorLog(0)));
   EXPECT_NE(FinishedLog().find("more memory than the donor's limit (64 MiB)"), std::string::npos)
       << FinishedLog();
+  // The donor told the coordinator, which released the lease at once: the unit was offered again
+  // (to this donor too, the only one) long before its 600 s deadline.
+  std::smatch m;
+  std::string log;  // m points into it
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        log = ReadFile(coordinator_log_);
+        return std::regex_search(
+            log, m, std::regex(R"(host (\d+) gave up unit (\d+) \(attempt (\d+)\): (.*))"));
+      },
+      30))
+      << Tail(ReadFile(coordinator_log_)) << Tail(ReadFile(DonorLog(0)));
+  const std::string unit = m[2], reason = m[4];
+  const std::int64_t attempt = std::stoll(m[3]);
+  EXPECT_NE(reason.find("more memory than the donor's limit (64 MiB)"), std::string::npos)
+      << reason;
+  EXPECT_EQ(reason.find("not its current lease"), std::string::npos) << reason;
+  EXPECT_NE(ReadFile(DonorLog(0)).find("unit " + unit + ": the coordinator released its lease"),
+            std::string::npos)
+      << Tail(ReadFile(DonorLog(0)));
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  auto rows = Db(data_ / "coordinator.db")
+                  .Query("SELECT attempt, lease_deadline FROM units WHERE id = " + unit);
+  ASSERT_EQ(rows.size(), 1u);
+  const std::int64_t attempt_now = std::stoll(rows[0][0]);
+  const std::int64_t deadline_now = std::stoll(rows[0][1]);
+  EXPECT_TRUE(attempt_now > attempt || deadline_now < now)
+      << "unit " << unit << " still leased as given up: attempt " << attempt_now << ", deadline "
+      << deadline_now << " (now " << now << ")";
   EXPECT_TRUE(donors_[0].Running())
       << "the daemon stopped: " << DescribeStatus(donors_[0].status());
 }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <thread>
 
+#include "support/process_gone.h"
 #include "support/replica_unit.h"
 #include "support/temp_dir.h"
 #include "ubcp/client/in_process_executor.h"
@@ -43,15 +44,6 @@ void WriteFile(const fs::path& path, const common::Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()),
             static_cast<std::streamsize>(bytes.size()));
-}
-
-// Whether `pid` is gone (no /proc entry, or a zombie nobody reaped yet).
-bool Gone(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return true;
-  const std::size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';
 }
 
 class WorkerExecutorTest : public ::testing::Test {
@@ -117,7 +109,8 @@ TEST_F(WorkerExecutorTest, ConsecutiveUnitsShareOneWorkerAndComputeTheSameBytes)
   ASSERT_EQ(second.end, ExecutionEnd::kDone) << second.message;
   EXPECT_GT(first.worker_pid, 0);
   EXPECT_EQ(second.worker_pid, first.worker_pid) << "the second unit started another worker";
-  EXPECT_FALSE(Gone(first.worker_pid)) << "the worker did not wait for the next unit";
+  EXPECT_FALSE(testing::ProcessGone(first.worker_pid))
+      << "the worker did not wait for the next unit";
 
   // The same bytes as a unit run in this process (and as the worker's first unit).
   auto in_process = MakeInProcessExecutor();
@@ -131,7 +124,7 @@ TEST_F(WorkerExecutorTest, ConsecutiveUnitsShareOneWorkerAndComputeTheSameBytes)
   // Release ends the worker (the runner calls it whenever no unit follows); the next unit
   // starts another.
   executor->Release();
-  EXPECT_TRUE(Gone(first.worker_pid));
+  EXPECT_TRUE(testing::ProcessGone(first.worker_pid));
   const ExecutionResult after = Run(*executor, 4);
   ASSERT_EQ(after.end, ExecutionEnd::kDone) << after.message;
   EXPECT_NE(after.worker_pid, first.worker_pid);
@@ -144,7 +137,7 @@ TEST_F(WorkerExecutorTest, NewLimitsStartAFreshWorker) {
   const ExecutionResult two = Run(*executor, 2, 2);
   ASSERT_EQ(two.end, ExecutionEnd::kDone) << two.message;
   EXPECT_NE(two.worker_pid, one.worker_pid) << "a new thread count kept the old worker";
-  EXPECT_TRUE(Gone(one.worker_pid));
+  EXPECT_TRUE(testing::ProcessGone(one.worker_pid));
   const ExecutionResult capped = Run(*executor, 3, 2, std::uint64_t{4} << 30);
   ASSERT_EQ(capped.end, ExecutionEnd::kDone) << capped.message;
   EXPECT_NE(capped.worker_pid, two.worker_pid) << "a new memory cap kept the old worker";
@@ -156,7 +149,7 @@ TEST_F(WorkerExecutorTest, AWorkerThatDiedOrLeftWhileIdleIsReplacedWithoutFailin
   ASSERT_EQ(one.end, ExecutionEnd::kDone) << one.message;
   ASSERT_EQ(::kill(one.worker_pid, SIGKILL), 0);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!Gone(one.worker_pid) && std::chrono::steady_clock::now() < until) {
+  while (!testing::ProcessGone(one.worker_pid) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const ExecutionResult two = Run(*executor, 2);
@@ -168,7 +161,7 @@ TEST_F(WorkerExecutorTest, AWorkerThatDiedOrLeftWhileIdleIsReplacedWithoutFailin
   const ExecutionResult three = Run(*brief, 3);
   ASSERT_EQ(three.end, ExecutionEnd::kDone) << three.message;
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  EXPECT_TRUE(Gone(three.worker_pid)) << "the idle worker did not leave";
+  EXPECT_TRUE(testing::ProcessGone(three.worker_pid)) << "the idle worker did not leave";
   const ExecutionResult four = Run(*brief, 4);
   ASSERT_EQ(four.end, ExecutionEnd::kDone) << four.message;
   EXPECT_NE(four.worker_pid, three.worker_pid);
@@ -190,7 +183,7 @@ TEST_F(WorkerExecutorTest, TheWorkerRefusesPathsOutsideItsRoot) {
   const ExecutionResult refused = Run(*executor, 1);
   EXPECT_EQ(refused.end, ExecutionEnd::kCrashed);
   EXPECT_NE(refused.message.find("outside"), std::string::npos) << refused.message;
-  EXPECT_TRUE(Gone(refused.worker_pid));
+  EXPECT_TRUE(testing::ProcessGone(refused.worker_pid));
 }
 
 }  // namespace

@@ -344,6 +344,14 @@ common::Result<common::ResultAck> CoordinatorApi::PostResult(const common::Signe
   return common::ParseResultAck(r.body);
 }
 
+common::Result<bool> CoordinatorApi::AbandonUnit(const common::UnitAbandon& report) {
+  UBCP_ASSIGN_OR_RETURN(ClientResponse r,
+                        Call("POST", "/v1/units/" + std::to_string(report.unit_id) + "/abandon",
+                             common::SerializeUnitAbandon(report), "application/json"));
+  UBCP_ASSIGN_OR_RETURN(common::UnitAbandonAck ack, common::ParseUnitAbandonAck(r.body));
+  return ack.released;
+}
+
 common::Result<common::SignedEnvelope> CoordinatorApi::GetKeyStatement() {
   UBCP_ASSIGN_OR_RETURN(ClientResponse r, Call("GET", "/v1/keys", {}, {}));
   return common::ParseEnvelope(r.body);

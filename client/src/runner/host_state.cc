@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "ubcp/client/host_state.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <vector>
 
 namespace ubcp::client {
 namespace fs = std::filesystem;
@@ -102,20 +104,56 @@ common::Status HostState::SaveRegistration(const Registration& registration) con
   return WriteFileAtomically(dir_ / "registration.json", json, 0600);
 }
 
-std::optional<common::Bytes> HostState::CachedBlob(const std::string& id) const {
-  if (!common::IsContentId(id)) return std::nullopt;
-  // Any read failure is a cache miss: the blob is fetched (and checked) again.
-  auto text = common::ReadFileAtMost(dir_ / "blobs" / id, std::size_t{1} << 30);
-  if (!text || !text->has_value()) return std::nullopt;
-  common::Bytes bytes((*text)->begin(), (*text)->end());
-  // A cache file is as untrusted as the network: re-check it.
-  if (common::ContentId(bytes) != id) return std::nullopt;
-  return bytes;
+common::Result<fs::path> HostState::BlobPath(const std::string& id) const {
+  if (!common::IsContentId(id)) {
+    return common::MakeError(common::Errc::kMalformed, "not a blob id: " + id.substr(0, 80));
+  }
+  return dir_ / "blobs" / id;
 }
 
-void HostState::CacheBlob(const std::string& id, common::ByteSpan bytes) const {
-  if (!common::IsContentId(id)) return;
-  (void)WriteFileAtomically(dir_ / "blobs" / id, common::AsString(bytes), 0600);
+void HostState::TouchBlob(const std::string& id) const {
+  auto path = BlobPath(id);
+  if (!path) return;
+  std::error_code ec;
+  fs::last_write_time(*path, fs::file_time_type::clock::now(), ec);
+}
+
+std::uint64_t HostState::PruneBlobs(std::uint64_t max_bytes,
+                                    const std::set<std::string>& in_use) const {
+  struct Cached {
+    fs::path path;
+    std::uint64_t bytes;
+    fs::file_time_type used;
+    bool removable;
+  };
+  std::vector<Cached> cached;
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir_ / "blobs", ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    const bool partial = name.ends_with(".part");
+    if (partial) name.resize(name.size() - 5);
+    std::error_code file_ec;
+    if (!common::IsContentId(name) || !it->is_regular_file(file_ec)) continue;
+    const std::uint64_t bytes = it->file_size(file_ec);
+    const fs::file_time_type used = it->last_write_time(file_ec);
+    if (file_ec) continue;
+    cached.push_back({it->path(), bytes, used, in_use.count(name) == 0});
+    total += bytes;
+  }
+  std::sort(cached.begin(), cached.end(),
+            [](const Cached& a, const Cached& b) { return a.used < b.used; });
+  std::uint64_t removed = 0;
+  for (const Cached& c : cached) {
+    if (total <= max_bytes) break;
+    if (!c.removable) continue;
+    std::error_code remove_ec;
+    if (fs::remove(c.path, remove_ec)) {
+      total -= c.bytes;
+      removed += c.bytes;
+    }
+  }
+  return removed;
 }
 
 }  // namespace ubcp::client

@@ -214,10 +214,9 @@ common::Status Runner::VerifySigner(const common::SignedEnvelope& envelope) {
 common::Result<std::filesystem::path> Runner::FetchBlob(const common::BlobRef& ref,
                                                         const std::atomic<bool>& stop,
                                                         int& retries) {
-  if (!common::IsContentId(ref.id)) {
-    return MakeError(Errc::kMalformed, "manifest names a bad blob id");
-  }
-  const std::filesystem::path path = state_.dir() / "blobs" / ref.id;
+  auto cached = state_.BlobPath(ref.id);
+  if (!cached) return MakeError(Errc::kMalformed, "manifest names a bad blob id");
+  const std::filesystem::path& path = *cached;
   // A cached file that still hashes right is used as is (nothing is fetched); a damaged one is
   // fetched again and replaced.
   auto fetched = WithRetry(
@@ -229,13 +228,66 @@ common::Result<std::filesystem::path> Runner::FetchBlob(const common::BlobRef& r
       },
       options_.max_backoff_s, stop, retries);
   if (!fetched) return fetched.error();
+  state_.TouchBlob(ref.id);  // recently used: the last to be pruned
   return path;
+}
+
+void Runner::PruneBlobCache() {
+  std::set<std::string> in_use;
+  if (auto pending = journal_->Pending()) {
+    for (const UnitRecord& record : *pending) {
+      auto envelope = journal_->LoadManifest(record.unit_id);
+      if (!envelope) continue;
+      // Only ids are taken from it, to keep files; the unit itself re-verifies it before use.
+      if (auto manifest = common::ParseManifest(envelope->payload)) {
+        in_use.insert(manifest->model.id);
+        in_use.insert(manifest->data.id);
+      }
+    }
+  }
+  if (const std::uint64_t removed = state_.PruneBlobs(options_.blob_cache_bytes, in_use)) {
+    spdlog::info("blob cache: removed {} MiB of least recently used blobs", removed >> 20);
+  }
 }
 
 Runner::Step Runner::GiveUp(std::int64_t unit_id, const std::string& message) {
   ReportError(message);
+  // Read before Finish removes the unit's directory: the report names the lease by it.
+  auto envelope = journal_->LoadManifest(unit_id);
   if (auto s = journal_->Finish(unit_id, /*acknowledged=*/false, message); !s) {
     spdlog::error("unit {}: cannot record its end: {}", unit_id, s.error().ToString());
+  }
+  // The coordinator is told at once, so that it re-issues the unit without waiting for the
+  // lease deadline. Best effort and sent once: if it is lost, the deadline still re-issues it.
+  // Only ids are taken from the manifest (as in PruneBlobCache): the coordinator matches them
+  // against the lease it issued, so a wrong one releases nothing.
+  if (!envelope) {
+    spdlog::warn("unit {}: manifest unreadable ({}); the coordinator re-issues it at its deadline",
+                 unit_id, envelope.error().ToString());
+    return Step::kRefused;
+  }
+  auto manifest = common::ParseManifest(envelope->payload);
+  if (!manifest || manifest->unit_id != unit_id) {
+    spdlog::warn(
+        "unit {}: stored manifest is not this unit's; the coordinator re-issues it at its "
+        "deadline",
+        unit_id);
+    return Step::kRefused;
+  }
+  common::UnitAbandon report;
+  report.unit_id = unit_id;
+  report.attempt = manifest->attempt;
+  report.manifest_hash = common::PayloadHash(*envelope);
+  report.reason = common::FitUtf8(message, common::kMaxAbandonReason);
+  auto released = api_.AbandonUnit(report);
+  if (!released) {
+    spdlog::warn(
+        "unit {}: cannot tell the coordinator it was given up ({}); it re-issues the "
+        "unit at its deadline",
+        unit_id, released.error().ToString());
+  } else {
+    spdlog::info("unit {}: the coordinator {}", unit_id,
+                 *released ? "released its lease" : "no longer held it for this host");
   }
   return Step::kRefused;
 }
@@ -256,10 +308,12 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     return Step::kFatal;
   }
   if (!pending->empty()) {
+    const UnitRecord& record = pending->front();
     ++summary.units_resumed;
-    spdlog::info("continuing unit {} from phase {}", pending->front().unit_id,
-                 PhaseName(pending->front().phase));
-    return ContinueUnit(pending->front(), summary, stop);
+    spdlog::info("continuing unit {} from phase {}", record.unit_id, PhaseName(record.phase));
+    auto held = LoadHeldManifest(record.unit_id);
+    if (!held) return GiveUp(record.unit_id, held.error().message);
+    return ContinueUnit(record, *held, summary, stop);
   }
 
   common::WorkRequest request;
@@ -307,26 +361,30 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     return GiveUp(manifest->unit_id, fmt::format("unit {}: lease not readable: {}",
                                                  manifest->unit_id, record.error().ToString()));
   }
-  return ContinueUnit(*record, summary, stop);
+  // Verified above: a fresh lease is not read back (a held one is, LoadHeldManifest).
+  return ContinueUnit(*record, HeldManifest{envelope, *manifest}, summary, stop);
 }
 
-Runner::Step Runner::ContinueUnit(UnitRecord record, RunSummary& summary,
+common::Result<Runner::HeldManifest> Runner::LoadHeldManifest(std::int64_t unit_id) {
+  UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope envelope, journal_->LoadManifest(unit_id));
+  // Verified again: the file is read back from disk.
+  if (auto signer_ok = VerifySigner(envelope); !signer_ok) {
+    return MakeError(signer_ok.error().code, fmt::format("unit {}: manifest no longer verifies: {}",
+                                                         unit_id, signer_ok.error().ToString()));
+  }
+  auto parsed = common::ParseManifest(envelope.payload);
+  if (!parsed || parsed->unit_id != unit_id || parsed->host_id != host_id_) {
+    return MakeError(Errc::kMalformed,
+                     fmt::format("unit {}: stored manifest is not this unit's", unit_id));
+  }
+  return HeldManifest{std::move(envelope), std::move(*parsed)};
+}
+
+Runner::Step Runner::ContinueUnit(UnitRecord record, const HeldManifest& held, RunSummary& summary,
                                   const std::atomic<bool>& stop) {
   const std::int64_t unit_id = record.unit_id;
-  auto envelope = journal_->LoadManifest(unit_id);
-  if (!envelope)
-    return GiveUp(unit_id, "unit " + std::to_string(unit_id) + ": " + envelope.error().ToString());
-  // Verified again: the file is read back from disk.
-  if (auto signer_ok = VerifySigner(*envelope); !signer_ok) {
-    return GiveUp(unit_id, fmt::format("unit {}: manifest no longer verifies: {}", unit_id,
-                                       signer_ok.error().ToString()));
-  }
-  auto parsed = common::ParseManifest(envelope->payload);
-  if (!parsed || parsed->unit_id != unit_id || parsed->host_id != host_id_) {
-    return GiveUp(unit_id, fmt::format("unit {}: stored manifest is not this unit's", unit_id));
-  }
-  const common::Manifest& m = *parsed;
-  const std::string manifest_hash = common::PayloadHash(*envelope);
+  const common::Manifest& m = held.manifest;
+  const std::string manifest_hash = common::PayloadHash(held.envelope);
   spdlog::info("unit {} ({} job {} round {} attempt {}): {} with {} threads", m.unit_id, m.kind,
                m.job_id, m.round, m.attempt, PhaseName(record.phase), unit_threads_);
   const std::int64_t total_steps =
@@ -690,6 +748,10 @@ RunSummary Runner::Run(const std::atomic<bool>& stop) {
     }
     const Step step = RunOne(summary, stop);
     if (control != nullptr) control->EndUnit(step == Step::kDone);
+    // After a unit ended (done, answered, given up): its blobs are the most recently used.
+    if (step == Step::kDone || step == Step::kTampered || step == Step::kRefused) {
+      if (journal_) PruneBlobCache();
+    }
     if (step != Step::kDone && step != Step::kTampered) executor.Release();
     switch (step) {
       case Step::kDone:

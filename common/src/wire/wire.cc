@@ -589,6 +589,46 @@ Result<ResultAck> ParseResultAck(std::string_view json) {
       });
 }
 
+// ---- giving a unit up ----
+
+std::string SerializeUnitAbandon(const UnitAbandon& a) {
+  boost::json::object o;
+  o["protocol"] = a.protocol;
+  o["unit_id"] = a.unit_id;
+  o["attempt"] = a.attempt;
+  o["manifest_hash"] = a.manifest_hash;
+  o["reason"] = a.reason;
+  return boost::json::serialize(o);
+}
+
+Result<UnitAbandon> ParseUnitAbandon(std::string_view json) {
+  return ParseMessage(
+      json, kMaxRequestJson, "unit_abandon", true, [](ObjectReader& r) -> Result<UnitAbandon> {
+        UnitAbandon a;
+        UBCP_ASSIGN_OR_RETURN(a.unit_id, r.Int64("unit_id", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(a.attempt, r.Int("attempt", 0, kMaxInt));
+        UBCP_ASSIGN_OR_RETURN(a.manifest_hash, ReadContentId(r, "manifest_hash", false));
+        UBCP_ASSIGN_OR_RETURN(a.reason, r.String("reason", kMaxAbandonReason));
+        return a;
+      });
+}
+
+std::string SerializeUnitAbandonAck(const UnitAbandonAck& a) {
+  boost::json::object o;
+  o["protocol"] = a.protocol;
+  o["released"] = a.released;
+  return boost::json::serialize(o);
+}
+
+Result<UnitAbandonAck> ParseUnitAbandonAck(std::string_view json) {
+  return ParseMessage(json, kMaxRequestJson, "unit_abandon_ack", true,
+                      [](ObjectReader& r) -> Result<UnitAbandonAck> {
+                        UnitAbandonAck a;
+                        UBCP_ASSIGN_OR_RETURN(a.released, r.Bool("released"));
+                        return a;
+                      });
+}
+
 // ---- jobs ----
 
 std::string SerializeJobSpec(const JobSpec& s) {

@@ -113,6 +113,24 @@ std::string CatalogJson(const std::vector<CatalogEntry>& entries) {
   return common::SerializeCatalog(catalog);
 }
 
+// POST /v1/units/{id}/abandon for an authenticated host: the body must name the unit of the
+// path.
+HttpResponse AbandonUnit(Coordinator& coordinator, const HostRecord& host,
+                         std::string_view id_segment, std::string_view body) {
+  auto id = ParseId(id_segment);
+  if (!id) return ErrorResponse(id.error());
+  auto report = common::ParseUnitAbandon(body);
+  if (!report) return ErrorResponse(report.error());
+  if (report->unit_id != *id) {
+    return ErrorResponse(
+        MakeError(Errc::kInvalidArgument, "body names unit " + std::to_string(report->unit_id) +
+                                              ", the path unit " + std::to_string(*id)));
+  }
+  auto released = coordinator.AbandonUnit(host, *report);
+  if (!released) return ErrorResponse(released.error());
+  return Json(200, common::SerializeUnitAbandonAck({common::kProtocolVersion, *released}));
+}
+
 }  // namespace
 
 std::size_t Api::BodyLimit(std::string_view method, std::string_view target) const {
@@ -187,6 +205,11 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     auto contribution = coordinator_.Contribution(*host);
     if (!contribution) return ErrorResponse(contribution.error());
     return Json(200, common::SerializeContribution(*contribution));
+  }
+  if (m == "POST" && n == 3 && parts[0] == "units" && parts[2] == "abandon") {
+    auto host = coordinator_.AuthenticateHost(token);
+    if (!host) return ErrorResponse(host.error());
+    return AbandonUnit(coordinator_, *host, parts[1], req.body);
   }
   const bool host_route =
       (m == "POST" && n == 1 && (parts[0] == "work" || parts[0] == "results")) ||

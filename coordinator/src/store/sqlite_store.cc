@@ -310,6 +310,8 @@ class SqliteStore final : public Store {
                                                 std::int64_t now, const ManifestSigner& sign,
                                                 const QuorumRule& settle) override;
   Result<UnitRecord> GetUnit(std::int64_t unit_id) override;
+  Result<bool> ReleaseLease(std::int64_t unit_id, std::int64_t host_id, int attempt,
+                            const std::string& manifest_hash, std::int64_t now) override;
   Result<RecordOutcome> RecordResult(const ResultRecord& result) override;
   Result<std::vector<ResultRecord>> ListResults(std::int64_t job_id, int round,
                                                 const std::string& kind) override;
@@ -1109,6 +1111,28 @@ LIMIT 1)sql"));
 
 Result<UnitRecord> SqliteStore::GetUnit(std::int64_t unit_id) {
   return Transact(TxKind::kRead, [&]() -> Result<UnitRecord> { return LoadUnit(unit_id); });
+}
+
+// The lease is matched on everything that names it, in the UPDATE's WHERE clause. Expiry is
+// strictly lease_deadline < now (LeaseUnit), hence now - 1. A lease already expired (released
+// before, or past its deadline) is left as it is and answers false: nothing changed, and
+// whoever asks next can lease it anyway.
+Result<bool> SqliteStore::ReleaseLease(std::int64_t unit_id, std::int64_t host_id, int attempt,
+                                       const std::string& manifest_hash, std::int64_t now) {
+  if (now <= std::numeric_limits<std::int64_t>::min()) {
+    return MakeError(Errc::kInvalidArgument, "release time out of range");
+  }
+  return Transact(TxKind::kWrite, [&]() -> Result<bool> {
+    UBCP_ASSIGN_OR_RETURN(UnitRecord unit, LoadUnit(unit_id));  // kNotFound
+    if (manifest_hash.empty()) return false;  // only LeaseUnit's own transaction sees one empty
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("UPDATE units SET lease_deadline = ?5 "
+                                         "WHERE id = ?1 AND state = 'leased' AND host_id = ?2 "
+                                         "AND attempt = ?3 AND manifest_hash = ?4 "
+                                         "AND lease_deadline > ?5"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id, host_id, attempt, manifest_hash, now - 1));
+    UBCP_RETURN_IF_ERROR(stmt->Run());
+    return Changes() == 1;
+  });
 }
 
 // ResultRecord carries no manifest hash, so the lease is matched on (unit, host, attempt). That

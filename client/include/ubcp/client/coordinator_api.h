@@ -69,6 +69,10 @@ class CoordinatorApi {
   std::size_t chunk_bytes() const { return chunk_bytes_; }
   static constexpr std::size_t kDefaultChunkBytes = 8u << 20;
   common::Result<common::ResultAck> PostResult(const common::SignedEnvelope& result);
+  // Tells the coordinator that this host gave up `report.unit_id` (POST
+  // /v1/units/{id}/abandon), so that it re-issues the unit at once. Returns whether the lease
+  // was released (false: it was not this host's current lease any more). One request, no retry.
+  common::Result<bool> AbandonUnit(const common::UnitAbandon& report);
   // The donor's public leaderboard entry (opt-in) and its validated contribution.
   common::Status SetProfile(const common::DonorProfile& profile);
   common::Result<common::Contribution> GetContribution();

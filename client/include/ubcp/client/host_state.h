@@ -6,12 +6,15 @@
 //   trusted-keys      with a pinned root key: the root, and the newest key statement accepted
 //                     (version, online key, expiry), so that a restart cannot be rolled back
 //   registration.json host id and bearer token (0600)
-//   blobs/<id>        cache of downloaded blobs, re-checked by hash on every read
+//   blobs/<id>        cache of downloaded blobs, re-checked by hash on every use (the download
+//                     code does that, coordinator_api.h DownloadBlob) and pruned to a size
+//                     bound, least recently used first (<id>.part: a download in progress)
 // Files are written atomically (temp file + rename).
 
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "ubcp/common/atomic_file.h"
@@ -41,9 +44,15 @@ class HostState {
   common::Result<std::optional<Registration>> LoadRegistration() const;
   common::Status SaveRegistration(const Registration& registration) const;
 
-  // Cached blob bytes if present and still matching `id`; nullopt otherwise.
-  std::optional<common::Bytes> CachedBlob(const std::string& id) const;
-  void CacheBlob(const std::string& id, common::ByteSpan bytes) const;  // best effort
+  // Where the blob `id` is cached (the file may not exist yet); kMalformed for anything but a
+  // content id, so that no name from a manifest can point outside blobs/.
+  common::Result<std::filesystem::path> BlobPath(const std::string& id) const;
+  // Marks a cached blob as used now (its modification time), for PruneBlobs. Best effort.
+  void TouchBlob(const std::string& id) const;
+  // Removes cached blobs, least recently used first, until the cache holds at most `max_bytes`;
+  // the blobs named in `in_use` (and their partial downloads) are never removed. Files that are
+  // not blobs are left alone. Returns the bytes removed.
+  std::uint64_t PruneBlobs(std::uint64_t max_bytes, const std::set<std::string>& in_use) const;
 
   const std::filesystem::path& dir() const { return dir_; }
 

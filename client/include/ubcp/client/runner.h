@@ -76,6 +76,9 @@ struct RunnerOptions {
   double checkpoint_seconds = 30;
   // A unit whose worker crashed (killed, out of disk...) this many times is given up.
   int max_worker_crashes = 5;
+  // The blob cache (<state>/blobs) is pruned to this size after each unit, least recently used
+  // blobs first; the blobs of the units held are kept whatever their size.
+  std::uint64_t blob_cache_bytes = std::uint64_t{2} << 30;
   std::vector<std::string> kinds;  // empty = all kinds
   double idle_poll_s = 1.0;        // wait when there is no work
   int max_idle_polls = 0;          // stop after this many empty polls in a row; 0 = never
@@ -145,8 +148,18 @@ class Runner {
   // kStopped: the unit was stopped before its end (pause, shutdown) and stays on disk.
   enum class Step { kDone, kTampered, kNoWork, kRetry, kRefused, kFatal, kStopped };
   Step RunOne(RunSummary& summary, const std::atomic<bool>& stop);
-  // Takes the unit recorded in `record` from its phase to its end.
-  Step ContinueUnit(UnitRecord record, RunSummary& summary, const std::atomic<bool>& stop);
+  // A held unit's manifest, read back from disk and verified again (signer, unit, host).
+  struct HeldManifest {
+    common::SignedEnvelope envelope;
+    common::Manifest manifest;
+  };
+  common::Result<HeldManifest> LoadHeldManifest(std::int64_t unit_id);
+  // Takes the unit recorded in `record` from its phase to its end; `held` is its verified
+  // manifest (LoadHeldManifest, or the lease just verified).
+  Step ContinueUnit(UnitRecord record, const HeldManifest& held, RunSummary& summary,
+                    const std::atomic<bool>& stop);
+  // Prunes the blob cache to options_.blob_cache_bytes, keeping the held units' blobs.
+  void PruneBlobCache();
   // Ends a unit that cannot be completed: logged, its directory removed.
   Step GiveUp(std::int64_t unit_id, const std::string& message);
   // Checks the manifest's signer against the trusted keys (refreshing a rooted trust once).

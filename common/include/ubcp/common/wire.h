@@ -190,6 +190,36 @@ struct ResultAck {
 std::string SerializeResultAck(const ResultAck& a);
 Result<ResultAck> ParseResultAck(std::string_view json);
 
+// ---- giving a unit up: POST /v1/units/{id}/abandon ----
+// A host that gives up a unit it cannot complete (execution failed, over the donor's memory
+// limit, inputs unobtainable) says so at once, so that the coordinator re-issues the unit
+// without waiting for its lease deadline. Best effort: the deadline remains the fallback. Not
+// signed: it can only end the sender's own lease, which its bearer token already proves, and
+// (unit, attempt, manifest hash) must name that lease exactly.
+// Its body is bounded like every request's (kMaxRequestJson); the reason takes at most six
+// times kMaxAbandonReason bytes of it, once escaped.
+inline constexpr std::size_t kMaxAbandonReason = 1000;
+struct UnitAbandon {
+  int protocol = kProtocolVersion;
+  std::int64_t unit_id = 0;
+  int attempt = 0;
+  std::string manifest_hash;  // PayloadHash of the manifest envelope
+  // Why, for the coordinator's log: at most kMaxAbandonReason bytes of valid UTF-8 (a sender
+  // cuts its own text with FitUtf8; the parser refuses anything longer).
+  std::string reason;
+};
+std::string SerializeUnitAbandon(const UnitAbandon& a);
+Result<UnitAbandon> ParseUnitAbandon(std::string_view json);
+
+// The answer: whether that lease was released now (false: it was not, or no longer, the
+// sender's current lease, e.g. a repeated report, a stale attempt, a unit done or re-issued).
+struct UnitAbandonAck {
+  int protocol = kProtocolVersion;
+  bool released = false;
+};
+std::string SerializeUnitAbandonAck(const UnitAbandonAck& a);
+Result<UnitAbandonAck> ParseUnitAbandonAck(std::string_view json);
+
 // ---- jobs: POST /v1/jobs, GET /v1/jobs/{id} ----
 struct JobSpec {
   int protocol = kProtocolVersion;

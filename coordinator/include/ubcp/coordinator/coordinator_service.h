@@ -87,6 +87,11 @@ class Coordinator {
   // changes nothing. Completing a round's updates aggregates the next model.
   common::Result<common::ResultAck> SubmitResult(const HostRecord& host,
                                                  std::string_view envelope_json);
+  // The host gave up a unit it holds (POST /v1/units/{id}/abandon): releases that lease now, if
+  // (unit, host, attempt, manifest hash) name the unit's current unexpired lease, so that the
+  // unit is offered again at once (Store::ReleaseLease). Returns whether it was released;
+  // kNotFound for an unknown unit. Logs the host's reason.
+  common::Result<bool> AbandonUnit(const HostRecord& host, const common::UnitAbandon& report);
   common::Status SetProfile(const HostRecord& host, const common::DonorProfile& profile);
   // The host's own validated work: total, this period, recent average (7-day half-life).
   common::Result<common::Contribution> Contribution(const HostRecord& host);

@@ -365,6 +365,15 @@ class Store {
                                                         const ManifestSigner& sign,
                                                         const QuorumRule& settle = {}) = 0;
   virtual Result<UnitRecord> GetUnit(std::int64_t unit_id) = 0;  // kNotFound
+  // A host gave the unit up: if it is leased (not done) to `host_id` with this `attempt` and
+  // `manifest_hash`, and the lease has not expired yet, its lease_deadline becomes now - 1, so
+  // that LeaseUnit offers it again at once (attempt + 1), and true is returned. Otherwise
+  // nothing changes and the answer is false (a repeated report, a stale attempt, a unit done or
+  // leased again, a lease already expired). One transaction; kNotFound for an unknown unit. A
+  // result for the released lease is still accepted by RecordResult until the unit is leased again,
+  // as after any expiry.
+  virtual Result<bool> ReleaseLease(std::int64_t unit_id, std::int64_t host_id, int attempt,
+                                    const std::string& manifest_hash, std::int64_t now) = 0;
 
   // Stores `result` as pending and marks its unit done, if the unit is leased to
   // result.host_id with the same attempt and manifest hash and its job is running. Nothing is
