@@ -328,7 +328,21 @@ common::Result<bool> Coordinator::AbandonUnit(const HostRecord& host,
   spdlog::info("host {} gave up unit {} (attempt {}): {}{}", host.id, report.unit_id,
                report.attempt, OneLine(report.reason),
                released ? "" : " (not its current lease: unchanged)");
-  return released;
+  if (!released) return false;
+  UBCP_ASSIGN_OR_RETURN(const int given_up, store_.CountGiveUps(report.unit_id));
+  if (given_up >= kMaxUnitGiveUps) {
+    UBCP_ASSIGN_OR_RETURN(const UnitRecord unit, store_.GetUnit(report.unit_id));
+    const std::string error = "unit " + std::to_string(unit.id) + " was given up by " +
+                              std::to_string(given_up) +
+                              " hosts; the last said: " + OneLine(report.reason);
+    std::lock_guard lock(advance_mu_);
+    if (auto failed = store_.FailJob(unit.job_id, error, clock_());
+        !failed && failed.error().code != Errc::kConflict) {  // kConflict: done meanwhile
+      return failed.error();
+    }
+    spdlog::warn("job {} failed: {}", unit.job_id, error);
+  }
+  return true;
 }
 
 common::Result<std::int64_t> Coordinator::UnitCredits(const UnitRecord& unit,

@@ -561,6 +561,34 @@ TEST_F(SqliteStoreTest, AReleasedLeaseIsOfferedToAnotherHostAtOnce) {
   EXPECT_EQ(CodeOf(RecordValid(ResultFor(first.unit, "given-up"))), Errc::kConflict);
 }
 
+TEST_F(SqliteStoreTest, AHostIsNeverOfferedAUnitItGaveUpAndGiveUpsAreCounted) {
+  MakeJob({kFinetune}, /*lease_seconds=*/600);
+  const std::int64_t a = AddHost("a");
+  const std::int64_t b = AddHost("b");
+  const std::int64_t c = AddHost("c");
+  LeaseContext first = MustLease(a, {kFinetune}, 1000);
+  EXPECT_EQ(*store().CountGiveUps(first.unit.id), 0);
+  ASSERT_TRUE(
+      *store().ReleaseLease(first.unit.id, a, first.unit.attempt, first.unit.manifest_hash, 1010));
+  EXPECT_EQ(*store().CountGiveUps(first.unit.id), 1);
+  // a asks again: not that unit (even after its old deadline).
+  auto again = store().LeaseUnit(a, {kFinetune}, 5000, PlainSigner());
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->has_value() && (*again)->unit.id == first.unit.id);
+  LeaseContext second = MustLease(b, {kFinetune}, 1010);
+  ASSERT_EQ(second.unit.id, first.unit.id);
+  ASSERT_TRUE(*store().ReleaseLease(second.unit.id, b, second.unit.attempt,
+                                    second.unit.manifest_hash, 1020));
+  EXPECT_EQ(*store().CountGiveUps(first.unit.id), 2);
+  // A repeated report counts nothing more.
+  EXPECT_FALSE(*store().ReleaseLease(second.unit.id, b, second.unit.attempt,
+                                     second.unit.manifest_hash, 1030));
+  EXPECT_EQ(*store().CountGiveUps(first.unit.id), 2);
+  LeaseContext third = MustLease(c, {kFinetune}, 1030);
+  EXPECT_EQ(third.unit.id, first.unit.id);
+  EXPECT_EQ(CodeOf(store().CountGiveUps(999)), Errc::kNotFound);
+}
+
 TEST_F(SqliteStoreTest, ReleaseLeaseChangesNothingUnlessItNamesTheCurrentLease) {
   MakeJob({kFinetune});
   std::int64_t a = AddHost("a");

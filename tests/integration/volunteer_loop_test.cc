@@ -166,6 +166,46 @@ TEST_F(LoopTest, ExpiredLeaseIsReissuedAndTheStaleResultRefused) {
   EXPECT_EQ(ack->status, "accepted");
 }
 
+TEST_F(LoopTest, AGivenUpUnitGoesToAnotherHostAndThreeGiveUpsFailTheJob) {
+  const std::int64_t job_id = SubmitJob(DigitsJob(1));
+  auto give_up = [](Donor& donor, const common::SignedEnvelope& lease) {
+    auto m = common::ParseManifest(lease.payload);
+    EXPECT_TRUE(m);
+    common::UnitAbandon report;
+    report.unit_id = m->unit_id;
+    report.attempt = m->attempt;
+    report.manifest_hash = common::PayloadHash(lease);
+    report.reason = "the worker used more memory than the donor's limit";
+    return donor.api->AbandonUnit(report);
+  };
+  std::int64_t unit_id = 0;
+  for (const std::string name : {"a", "b", "c"}) {
+    EXPECT_EQ(Status(job_id).state, "running") << "before " << name << " gave up";
+    auto donor = NewDonor(name);
+    const common::SignedEnvelope lease = LeaseEval(*donor->api);
+    const auto m = common::ParseManifest(lease.payload);
+    ASSERT_TRUE(m);
+    // The released unit goes to the next host at once, and never back to one that gave it up.
+    if (unit_id == 0) unit_id = m->unit_id;
+    EXPECT_EQ(m->unit_id, unit_id) << name;
+    auto released = give_up(*donor, lease);
+    ASSERT_TRUE(released) << released.error().ToString();
+    EXPECT_TRUE(*released) << name;
+    // The job has one evaluation unit: asked again, the donor gets none.
+    common::WorkRequest eval;
+    eval.kinds = {"eval_batch"};
+    auto next = donor->api->RequestWork(eval);
+    ASSERT_TRUE(next) << next.error().ToString();
+    EXPECT_FALSE(next->has_value()) << name << " was offered the unit it gave up";
+  }
+  // Given up by three hosts: the job cannot run here; it fails and nothing more is handed out.
+  EXPECT_EQ(Status(job_id).state, "failed");
+  auto late = NewDonor("d");
+  auto work = late->api->RequestWork({});
+  ASSERT_TRUE(work) << work.error().ToString();
+  EXPECT_FALSE(work->has_value());
+}
+
 TEST_F(LoopTest, ForgedManifestIsRefusedByTheClient) {
   SubmitJob(DigitsJob(1));
   auto a = NewDonor("a");

@@ -254,6 +254,16 @@ DROP TABLE ledger_txns;
 ALTER TABLE ledger_txns_v3 RENAME TO ledger_txns;
 CREATE INDEX ledger_txns_by_job ON ledger_txns (job_id, kind);
 )sql"},
+    // Units a host gave up (issue #5, POST /v1/units/{id}/abandon): that host is not offered the
+    // unit again, and a unit given up by too many hosts fails its job.
+    Migration{4, R"sql(
+CREATE TABLE unit_giveups (
+  unit_id INTEGER NOT NULL REFERENCES units (id),
+  host_id INTEGER NOT NULL REFERENCES hosts (id),
+  at      INTEGER NOT NULL,
+  PRIMARY KEY (unit_id, host_id)
+) WITHOUT ROWID;
+)sql"},
 };
 
 }  // namespace ubcp::coordinator::sqlite

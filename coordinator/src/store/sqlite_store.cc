@@ -312,6 +312,7 @@ class SqliteStore final : public Store {
   Result<UnitRecord> GetUnit(std::int64_t unit_id) override;
   Result<bool> ReleaseLease(std::int64_t unit_id, std::int64_t host_id, int attempt,
                             const std::string& manifest_hash, std::int64_t now) override;
+  Result<int> CountGiveUps(std::int64_t unit_id) override;
   Result<RecordOutcome> RecordResult(const ResultRecord& result) override;
   Result<std::vector<ResultRecord>> ListResults(std::int64_t job_id, int round,
                                                 const std::string& kind) override;
@@ -1030,6 +1031,7 @@ WHERE u.kind = ?1 AND j.state = 'running' AND w.state = 'open'
   AND NOT EXISTS (SELECT 1 FROM units s JOIN hosts h ON h.id = s.host_id
                   WHERE s.work_id = u.work_id AND s.id != u.id
                     AND (h.id = ?3 OR (?4 != 0 AND h.account_id = ?4)))
+  AND NOT EXISTS (SELECT 1 FROM unit_giveups g WHERE g.unit_id = u.id AND g.host_id = ?3)
 ORDER BY u.job_id, u.round, u.id
 LIMIT 1)sql"));
       UBCP_RETURN_IF_ERROR(stmt->BindAll(kind, now, host_id, account_id));
@@ -1131,7 +1133,22 @@ Result<bool> SqliteStore::ReleaseLease(std::int64_t unit_id, std::int64_t host_i
                                          "AND lease_deadline > ?5"));
     UBCP_RETURN_IF_ERROR(stmt->BindAll(unit.id, host_id, attempt, manifest_hash, now - 1));
     UBCP_RETURN_IF_ERROR(stmt->Run());
-    return Changes() == 1;
+    if (Changes() != 1) return false;
+    UBCP_ASSIGN_OR_RETURN(auto record, Sql("INSERT OR IGNORE INTO unit_giveups (unit_id, host_id, "
+                                           "at) VALUES (?1, ?2, ?3)"));
+    UBCP_RETURN_IF_ERROR(record->BindAll(unit.id, host_id, now));
+    UBCP_RETURN_IF_ERROR(record->Run());
+    return true;
+  });
+}
+
+Result<int> SqliteStore::CountGiveUps(std::int64_t unit_id) {
+  return Transact(TxKind::kRead, [&]() -> Result<int> {
+    UBCP_RETURN_IF_ERROR(LoadUnit(unit_id));  // kNotFound
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql("SELECT COUNT(*) FROM unit_giveups WHERE unit_id = ?1"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(unit_id));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    return row ? static_cast<int>(stmt->Int64(0)) : 0;
   });
 }
 

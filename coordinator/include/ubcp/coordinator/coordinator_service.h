@@ -89,8 +89,11 @@ class Coordinator {
                                                  std::string_view envelope_json);
   // The host gave up a unit it holds (POST /v1/units/{id}/abandon): releases that lease now, if
   // (unit, host, attempt, manifest hash) name the unit's current unexpired lease, so that the
-  // unit is offered again at once (Store::ReleaseLease). Returns whether it was released;
-  // kNotFound for an unknown unit. Logs the host's reason.
+  // unit is offered again at once to another host (Store::ReleaseLease). Returns whether it was
+  // released; kNotFound for an unknown unit. Logs the host's reason. A unit given up by
+  // kMaxUnitGiveUps hosts fails its job (as BOINC's "too many errors"): every host refusing it
+  // says the job cannot run, and its unspent reservation is refunded.
+  static constexpr int kMaxUnitGiveUps = 3;
   common::Result<bool> AbandonUnit(const HostRecord& host, const common::UnitAbandon& report);
   common::Status SetProfile(const HostRecord& host, const common::DonorProfile& profile);
   // The host's own validated work: total, this period, recent average (7-day half-life).

@@ -367,11 +367,14 @@ class Store {
   virtual Result<UnitRecord> GetUnit(std::int64_t unit_id) = 0;  // kNotFound
   // A host gave the unit up: if it is leased (not done) to `host_id` with this `attempt` and
   // `manifest_hash`, and the lease has not expired yet, its lease_deadline becomes now - 1, so
-  // that LeaseUnit offers it again at once (attempt + 1), and true is returned. Otherwise
+  // that LeaseUnit offers it again at once (attempt + 1) to any other host (never again to this
+  // one: the give-up is recorded, CountGiveUps), and true is returned. Otherwise
   // nothing changes and the answer is false (a repeated report, a stale attempt, a unit done or
   // leased again, a lease already expired). One transaction; kNotFound for an unknown unit. A
   // result for the released lease is still accepted by RecordResult until the unit is leased again,
   // as after any expiry.
+  // How many distinct hosts gave the unit up (ReleaseLease); kNotFound for an unknown unit.
+  virtual Result<int> CountGiveUps(std::int64_t unit_id) = 0;
   virtual Result<bool> ReleaseLease(std::int64_t unit_id, std::int64_t host_id, int attempt,
                                     const std::string& manifest_hash, std::int64_t now) = 0;
 
