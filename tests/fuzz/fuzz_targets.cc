@@ -310,6 +310,8 @@ int FuzzWire(const std::uint8_t* data, std::size_t size) {
   (void)ParseManifest(text);
   (void)ParseResultPayload(text);
   (void)ParseResultAck(text);
+  (void)ParseUnitAbandon(text);
+  (void)ParseUnitAbandonAck(text);
   (void)ParseJobSpec(text);
   (void)ParseJobCreated(text);
   (void)ParseJobQuote(text);

@@ -141,9 +141,17 @@ TEST(FuzzReplayTest, WireParsersSurviveSeedsAndMutations) {
   r.update = common::BlobRef{std::string(64, 'd'), 5, 6};
   seeds.push_back(common::SerializeResultPayload(r));
   seeds.push_back(common::SerializeGrantRequest({1, "alice", 5, "k", ""}));
+  common::UnitAbandon abandon;
+  abandon.unit_id = 3;
+  abandon.attempt = 2;
+  abandon.manifest_hash = std::string(64, 'e');
+  abandon.reason = "the worker used more memory than the donor's limit (64 MiB)";
+  seeds.push_back(common::SerializeUnitAbandon(abandon));
+  seeds.push_back(common::SerializeUnitAbandonAck({common::kProtocolVersion, true}));
   // The seeds must stay valid, or the mutations explore nothing near real messages.
   ASSERT_TRUE(common::ParseManifest(common::SerializeManifest(m)));
   ASSERT_TRUE(common::ParseResultPayload(common::SerializeResultPayload(r)));
+  ASSERT_TRUE(common::ParseUnitAbandon(common::SerializeUnitAbandon(abandon)));
   int valid_specs = 0;
   for (const std::string& seed : seeds) valid_specs += common::ParseJobSpec(seed) ? 1 : 0;
   EXPECT_GE(valid_specs, 2);
