@@ -668,6 +668,9 @@ common::Result<common::CapacityReport> Coordinator::Capacity(const AccountRecord
   report.now = now;
   UBCP_ASSIGN_OR_RETURN(report.hosts_registered, store_.CountHosts());
   UBCP_ASSIGN_OR_RETURN(report.hosts_online, store_.CountHostsSeenSince(now - kOnlineWindowS));
+  UBCP_ASSIGN_OR_RETURN(const GpuCounts gpus, store_.CountGpusSeenSince(now - kOnlineWindowS));
+  report.gpus = common::GpuCapacity{gpus.cuda_hosts, gpus.cuda_devices, gpus.unusable_hosts,
+                                    gpus.unusable_gpus};
   UBCP_ASSIGN_OR_RETURN(report.validated_total_credits, store_.ValidatedCreditsBetween(0, now + 1));
   UBCP_ASSIGN_OR_RETURN(std::vector<JobRecord> queued, store_.ListQueuedJobs());
   report.queue_length = static_cast<std::int64_t>(queued.size());

@@ -1494,6 +1494,16 @@ TEST_F(WireTest, DonorAndCapacityMessagesRoundTripAndRefuseBadInput) {
   EXPECT_EQ(r2->period.budget_credits, 900);
   ASSERT_EQ(r2->admitted.size(), 1u);
   EXPECT_EQ(r2->admitted[0].price_credits, 300);
+  EXPECT_FALSE(r2->gpus.has_value());  // an older coordinator's report has none
+  report.gpus = GpuCapacity{1, 8, 2, 3};
+  auto r3 = ParseCapacityReport(SerializeCapacityReport(report));
+  ASSERT_TRUE(r3) << r3.error().ToString();
+  ASSERT_TRUE(r3->gpus.has_value());
+  EXPECT_EQ(r3->gpus->cuda_devices, 8);
+  EXPECT_EQ(r3->gpus->unusable_gpus, 3);
+  std::string extra = SerializeCapacityReport(report);
+  extra.replace(extra.find("\"cuda_hosts\""), 0, "\"tpus\":1,");
+  EXPECT_FALSE(ParseCapacityReport(extra)) << "an unknown key in gpus is refused";
   report.history.assign(13, report.period);  // more history than the message allows
   EXPECT_FALSE(ParseCapacityReport(SerializeCapacityReport(report)));
 }

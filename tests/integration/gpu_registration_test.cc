@@ -61,6 +61,48 @@ TEST_F(GpuRegistrationTest, PresentButNotUsableGpusAreKeptWithTheHost) {
   EXPECT_EQ(stored.cuda_devices, 0);
 }
 
+TEST_F(GpuRegistrationTest, AdminCapacityCountsTheGpusOfTheHostsOnline) {
+  client::NvmlReport nvml;
+  nvml.driver_version = "550.54.15";
+  nvml.gpus = {{"NVIDIA H200", 141 * 1024 * kMiB, 0, 0u},
+               {"NVIDIA H200", 141 * 1024 * kMiB, 0, 0u}};
+  client::BenchmarkReport cuda = TinyBenchmark();
+  cuda.cuda_devices = 2;
+  cuda.cuda_matmul_gflops = 50'000;
+  cuda.gpu = client::SummarizeGpus(nvml, cuda.cuda_devices, /*libtorch_has_cuda=*/true);
+  client::BenchmarkReport unusable = TinyBenchmark();
+  unusable.gpu = client::SummarizeGpus(nvml, 0, /*libtorch_has_cuda=*/false);
+  RegisterAndReadBack("cuda-box", cuda);
+  RegisterAndReadBack("cpu-torch-on-gpu-box", unusable);
+  RegisterAndReadBack("laptop", TinyBenchmark());
+
+  const std::string token = common::NewToken();
+  ASSERT_TRUE(
+      store_->CreateAccount("root", common::TokenHash(token), coordinator::Role::kAdmin, now_));
+  auto http = NewHttp();
+  auto reply = http->Request("GET", "/v1/admin/capacity", {}, {}, token);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  ASSERT_EQ(reply->status, 200) << reply->body;
+  auto report = common::ParseCapacityReport(reply->body);
+  ASSERT_TRUE(report) << report.error().ToString();
+  EXPECT_EQ(report->hosts_online, 3);
+  ASSERT_TRUE(report->gpus.has_value());
+  EXPECT_EQ(report->gpus->cuda_hosts, 1);
+  EXPECT_EQ(report->gpus->cuda_devices, 2);
+  EXPECT_EQ(report->gpus->unusable_hosts, 1);
+  EXPECT_EQ(report->gpus->unusable_gpus, 2);
+
+  // Hosts not seen for a day are not online: their GPUs no longer count.
+  now_ += 86'400;
+  reply = http->Request("GET", "/v1/admin/capacity", {}, {}, token);
+  ASSERT_TRUE(reply && reply->status == 200);
+  report = common::ParseCapacityReport(reply->body);
+  ASSERT_TRUE(report && report->gpus);
+  EXPECT_EQ(report->hosts_online, 0);
+  EXPECT_EQ(report->gpus->cuda_devices, 0);
+  EXPECT_EQ(report->gpus->unusable_gpus, 0);
+}
+
 TEST_F(GpuRegistrationTest, HostWithoutNvidiaGpuReportsWhyAndOneWithoutProbeReportsNothing) {
   client::BenchmarkReport probed = TinyBenchmark();
   probed.gpu = client::SummarizeGpus(

@@ -105,8 +105,13 @@ int AdminCapacity(HttpsClient& http, const std::string& token, std::ostream& out
   if (!r) return PrintError(r.error());
   const common::PeriodSummary& p = r->period;
   out << "donors: " << r->hosts_online << " online of " << r->hosts_registered
-      << " registered; validated work so far " << Describe(r->validated_total_credits) << "\n"
-      << "period " << p.id << " (" << (p.ends_at - p.starts_at) << " s, ends in "
+      << " registered; validated work so far " << Describe(r->validated_total_credits) << "\n";
+  if (r->gpus) {
+    out << "GPUs online: " << r->gpus->cuda_devices << " CUDA device(s) on " << r->gpus->cuda_hosts
+        << " host(s); " << r->gpus->unusable_gpus << " NVIDIA GPU(s) on " << r->gpus->unusable_hosts
+        << " host(s) their libtorch cannot use\n";
+  }
+  out << "period " << p.id << " (" << (p.ends_at - p.starts_at) << " s, ends in "
       << std::max<std::int64_t>(0, p.ends_at - r->now) << " s):\n"
       << "  B         " << Describe(p.budget_credits) << "\n"
       << "  forecast  " << Describe(p.forecast_credits) << ", reserve "

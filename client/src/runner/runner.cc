@@ -237,8 +237,8 @@ void Runner::PruneBlobCache() {
   if (auto pending = journal_->Pending()) {
     for (const UnitRecord& record : *pending) {
       auto envelope = journal_->LoadManifest(record.unit_id);
-      if (!envelope) continue;
-      // Only ids are taken from it, to keep files; the unit itself re-verifies it before use.
+      // Verified before it is parsed, like every manifest; one that fails keeps nothing.
+      if (!envelope || !VerifySigner(*envelope)) continue;
       if (auto manifest = common::ParseManifest(envelope->payload)) {
         in_use.insert(manifest->model.id);
         in_use.insert(manifest->data.id);
@@ -259,11 +259,18 @@ Runner::Step Runner::GiveUp(std::int64_t unit_id, const std::string& message) {
   }
   // The coordinator is told at once, so that it re-issues the unit without waiting for the
   // lease deadline. Best effort and sent once: if it is lost, the deadline still re-issues it.
-  // Only ids are taken from the manifest (as in PruneBlobCache): the coordinator matches them
-  // against the lease it issued, so a wrong one releases nothing.
+  // The manifest is verified before it is parsed, like every manifest; the coordinator matches
+  // the ids taken from it against the lease it issued, so a wrong one releases nothing.
   if (!envelope) {
     spdlog::warn("unit {}: manifest unreadable ({}); the coordinator re-issues it at its deadline",
                  unit_id, envelope.error().ToString());
+    return Step::kRefused;
+  }
+  if (auto signer_ok = VerifySigner(*envelope); !signer_ok) {
+    spdlog::warn(
+        "unit {}: stored manifest does not verify ({}); the coordinator re-issues it at "
+        "its deadline",
+        unit_id, signer_ok.error().ToString());
     return Step::kRefused;
   }
   auto manifest = common::ParseManifest(envelope->payload);
@@ -312,7 +319,10 @@ Runner::Step Runner::RunOne(RunSummary& summary, const std::atomic<bool>& stop) 
     ++summary.units_resumed;
     spdlog::info("continuing unit {} from phase {}", record.unit_id, PhaseName(record.phase));
     auto held = LoadHeldManifest(record.unit_id);
-    if (!held) return GiveUp(record.unit_id, held.error().message);
+    if (!held) {
+      return GiveUp(record.unit_id,
+                    fmt::format("unit {}: {}", record.unit_id, held.error().ToString()));
+    }
     return ContinueUnit(record, *held, summary, stop);
   }
 
@@ -369,13 +379,12 @@ common::Result<Runner::HeldManifest> Runner::LoadHeldManifest(std::int64_t unit_
   UBCP_ASSIGN_OR_RETURN(common::SignedEnvelope envelope, journal_->LoadManifest(unit_id));
   // Verified again: the file is read back from disk.
   if (auto signer_ok = VerifySigner(envelope); !signer_ok) {
-    return MakeError(signer_ok.error().code, fmt::format("unit {}: manifest no longer verifies: {}",
-                                                         unit_id, signer_ok.error().ToString()));
+    return MakeError(signer_ok.error().code,
+                     "manifest no longer verifies: " + signer_ok.error().ToString());
   }
   auto parsed = common::ParseManifest(envelope.payload);
   if (!parsed || parsed->unit_id != unit_id || parsed->host_id != host_id_) {
-    return MakeError(Errc::kMalformed,
-                     fmt::format("unit {}: stored manifest is not this unit's", unit_id));
+    return MakeError(Errc::kMalformed, "stored manifest is not this unit's");
   }
   return HeldManifest{std::move(envelope), std::move(*parsed)};
 }

@@ -948,6 +948,12 @@ std::string SerializeCapacityReport(const CapacityReport& r) {
   o["now"] = r.now;
   o["hosts_registered"] = r.hosts_registered;
   o["hosts_online"] = r.hosts_online;
+  if (r.gpus) {
+    o["gpus"] = boost::json::object{{"cuda_hosts", r.gpus->cuda_hosts},
+                                    {"cuda_devices", r.gpus->cuda_devices},
+                                    {"unusable_hosts", r.gpus->unusable_hosts},
+                                    {"unusable_gpus", r.gpus->unusable_gpus}};
+  }
   o["validated_total_credits"] = r.validated_total_credits;
   o["queue_length"] = r.queue_length;
   o["period"] = PeriodJson(r.period);
@@ -963,6 +969,16 @@ Result<CapacityReport> ParseCapacityReport(std::string_view json) {
         UBCP_ASSIGN_OR_RETURN(c.now, r.Int64("now", 0, kMaxInt64));
         UBCP_ASSIGN_OR_RETURN(c.hosts_registered, r.Int64("hosts_registered", 0, kMaxInt64));
         UBCP_ASSIGN_OR_RETURN(c.hosts_online, r.Int64("hosts_online", 0, kMaxInt64));
+        UBCP_ASSIGN_OR_RETURN(std::optional<ObjectReader> gpus, r.OmittableObject("gpus"));
+        if (gpus) {
+          GpuCapacity g;
+          UBCP_ASSIGN_OR_RETURN(g.cuda_hosts, gpus->Int64("cuda_hosts", 0, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(g.cuda_devices, gpus->Int64("cuda_devices", 0, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(g.unusable_hosts, gpus->Int64("unusable_hosts", 0, kMaxInt64));
+          UBCP_ASSIGN_OR_RETURN(g.unusable_gpus, gpus->Int64("unusable_gpus", 0, kMaxInt64));
+          UBCP_RETURN_IF_ERROR(gpus->Finish());
+          c.gpus = g;
+        }
         UBCP_ASSIGN_OR_RETURN(c.validated_total_credits,
                               r.Int64("validated_total_credits", 0, kMaxCredits));
         UBCP_ASSIGN_OR_RETURN(c.queue_length, r.Int64("queue_length", 0, kMaxInt64));

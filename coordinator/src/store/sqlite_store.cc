@@ -296,6 +296,7 @@ class SqliteStore final : public Store {
   Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) override;
   Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) override;
   Result<std::int64_t> CountHostsSeenSince(std::int64_t since) override;
+  Result<GpuCounts> CountGpusSeenSince(std::int64_t since) override;
   Status SetHostProfile(std::int64_t host_id, const std::string& public_name,
                         const std::string& team) override;
   Result<std::vector<HostContribution>> HostContributions(std::int64_t now, double half_life_s,
@@ -1817,6 +1818,23 @@ Result<std::vector<JobRecord>> SqliteStore::ListJobsAdmittedIn(std::int64_t peri
   static const std::string sql =
       std::string(kJobColumns) + "WHERE admitted_period = ?1 ORDER BY id";
   return SelectJobs(sql, period_id);
+}
+
+// One pass over the hosts seen, reading each stored benchmark with SQLite's JSON functions:
+// cuda_devices (what libtorch sees) and gpu.devices (what NVML lists; absent for old clients).
+Result<GpuCounts> SqliteStore::CountGpusSeenSince(std::int64_t since) {
+  return Transact(TxKind::kRead, [&]() -> Result<GpuCounts> {
+    UBCP_ASSIGN_OR_RETURN(auto stmt, Sql(R"sql(
+SELECT COALESCE(SUM(cuda > 0), 0), COALESCE(SUM(MAX(cuda, 0)), 0),
+       COALESCE(SUM(cuda <= 0 AND nvml > 0), 0), COALESCE(SUM(CASE WHEN cuda <= 0 THEN nvml END), 0)
+FROM (SELECT COALESCE(json_extract(benchmark_json, '$.cuda_devices'), 0) AS cuda,
+             COALESCE(json_array_length(benchmark_json, '$.gpu.devices'), 0) AS nvml
+      FROM hosts WHERE last_seen_at >= ?1 AND json_valid(benchmark_json)))sql"));
+    UBCP_RETURN_IF_ERROR(stmt->BindAll(since));
+    UBCP_ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (!row) return MakeError(Errc::kInternal, "SUM returned no row");
+    return GpuCounts{stmt->Int64(0), stmt->Int64(1), stmt->Int64(2), stmt->Int64(3)};
+  });
 }
 
 Result<std::int64_t> SqliteStore::CountHostsSeenSince(std::int64_t since) {

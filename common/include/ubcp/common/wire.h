@@ -325,11 +325,22 @@ struct PeriodSummary {
   std::int64_t expired_credits = 0;
   bool closed = false;
 };
+// The GPUs of the hosts online, from what each reported at registration (HostBenchmark).
+struct GpuCapacity {
+  std::int64_t cuda_hosts = 0;    // hosts whose libtorch sees CUDA devices
+  std::int64_t cuda_devices = 0;  // the devices those hosts' libtorch sees
+  // Hosts whose NVIDIA GPUs (as NVML lists them) their libtorch cannot use (a CPU-only build,
+  // an old driver), and how many such GPUs: capacity a donor could unlock.
+  std::int64_t unusable_hosts = 0;
+  std::int64_t unusable_gpus = 0;
+};
 struct CapacityReport {
   int protocol = kProtocolVersion;
   std::int64_t now = 0;
   std::int64_t hosts_registered = 0;
   std::int64_t hosts_online = 0;  // seen in the last 10 minutes
+  // Of the hosts online. Optional on the wire: absent from older coordinators' reports.
+  std::optional<GpuCapacity> gpus;
   std::int64_t validated_total_credits = 0;
   std::int64_t queue_length = 0;       // jobs waiting for the allocator
   PeriodSummary period;                // the open period

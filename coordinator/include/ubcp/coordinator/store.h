@@ -28,6 +28,14 @@
 
 namespace ubcp::coordinator {
 
+// The GPUs of a set of hosts, as their registrations reported them (HostBenchmark).
+struct GpuCounts {
+  std::int64_t cuda_hosts = 0;      // hosts whose libtorch sees CUDA devices
+  std::int64_t cuda_devices = 0;    // the devices it sees on them
+  std::int64_t unusable_hosts = 0;  // hosts with NVIDIA GPUs (NVML) their libtorch cannot use
+  std::int64_t unusable_gpus = 0;   // those GPUs
+};
+
 using common::Result;
 using common::Status;
 
@@ -434,6 +442,8 @@ class Store {
   virtual Result<LedgerTotals> TotalsBetween(std::int64_t from, std::int64_t to) = 0;
   virtual Result<std::vector<JobRecord>> ListJobsAdmittedIn(std::int64_t period_id) = 0;
   virtual Result<std::int64_t> CountHostsSeenSince(std::int64_t since) = 0;
+  // The GPUs of the hosts seen since `since`, from their stored benchmarks (benchmark_json).
+  virtual Result<GpuCounts> CountGpusSeenSince(std::int64_t since) = 0;
   virtual Status SetHostProfile(std::int64_t host_id, const std::string& public_name,
                                 const std::string& team) = 0;
   // Every host (or only those with a public name), most validated work first.
