@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
     app.exit(e);
     return client::kWorkerUsage;
   }
+  common::ConfigureAllocatorForTraining();
   if (auto s = common::InitCrypto(); !s) {
     Say({WorkerEvent::Kind::kError, 0, 0, s.error().ToString()});
     return client::kWorkerCrashed;

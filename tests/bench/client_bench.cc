@@ -27,6 +27,8 @@
 // time. Everything runs at the worker's niceness (--nice, default the daemon's 19): this process
 // renices itself, so that on a busy machine the variants compete for the CPU alike. The load
 // average before and after is printed: figures from a busy machine mean little.
+// This process takes the worker's allocator settings (ConfigureAllocatorForTraining), so that
+// the baseline is not slowed by glibc's dynamic malloc thresholds where the worker is not.
 //
 // The client's runtime prediction: `ubcp-worker benchmark` (RunWorkerBenchmark, as at
 // registration) gives training samples/s per zoo model; a unit's predicted runtime is its
@@ -810,6 +812,9 @@ int main(int argc, char** argv) {
   }
   const std::string load_before = LoadAverage();
   common::SetTorchThreads(o.threads);
+  // The allocator settings the worker runs with (model.h), so that the bare loop and the
+  // in-process variant are not slowed by glibc's dynamic thresholds where the worker is not.
+  common::ConfigureAllocatorForTraining();
   const fs::path worker_bin = UBCP_WORKER_BIN;
   ubcp::testing::TempDir dir("ubcp-bench-client");
 

@@ -6,6 +6,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -505,6 +509,15 @@ void SetTorchThreads(int threads) {
   } catch (const std::exception&) {
     // Only a non-positive count throws, and that was excluded above.
   }
+}
+
+void ConfigureAllocatorForTraining() {
+#if defined(__GLIBC__)
+  // Setting either disables glibc's dynamic adjustment of both, so both are set: the mmap
+  // threshold at its 64-bit maximum, trimming only above 64 MiB of free heap top.
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 }
 
 std::string TorchVersion() {
