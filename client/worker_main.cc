@@ -111,15 +111,8 @@ int Serve(const ServeArgs& args) {
       Say({WorkerEvent::Kind::kError, 0, 0, parsed.error().ToString()});
       return client::kWorkerCrashed;
     }
-    client::ExecutionRequest request;
-    request.unit_dir = parsed->unit_dir;
-    request.manifest_hash = parsed->manifest_hash;
-    request.model_blob = parsed->model_blob;
-    request.data_blob = parsed->data_blob;
+    client::ExecutionRequest& request = *parsed;
     request.threads = args.threads;
-    request.checkpoint_every = parsed->checkpoint_every;
-    request.checkpoint_seconds = parsed->checkpoint_seconds;
-    request.adversary = parsed->adversary;
     request.should_stop = [] { return g_stop != 0; };
     const client::ExecutionResult result = client::ExecuteUnitInDirectory(request, Say);
     switch (result.end) {

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fuzz/fuzz_seeds.h"
 
-#include <stdlib.h>
-
 #include <filesystem>
 #include <optional>
 
 #include "fuzz/fuzz_targets.h"
+#include "fuzz/scratch_dir.h"
 #include "ubcp/client/unit_journal.h"
 #include "ubcp/client/worker_protocol.h"
 #include "ubcp/common/atomic_file.h"
@@ -22,25 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using common::Errc;
 using common::MakeError;
-
-// A directory removed with everything in it when this goes out of scope.
-class TempDir {
- public:
-  TempDir() {
-    std::string name = (fs::temp_directory_path() / "ubcp-fuzz-seeds-XXXXXX").string();
-    if (mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // The file's content, "" when it is absent.
 common::Result<std::string> ReadOrEmpty(const fs::path& path) {
@@ -163,7 +143,7 @@ std::vector<Seed> WorkerProtocolSeeds() {
 }
 
 common::Result<std::vector<Seed>> UnitJournalSeeds() {
-  const TempDir dir;
+  const ScratchDir dir("ubcp-fuzz-seeds");
   if (dir.path().empty()) return MakeError(Errc::kIo, "cannot create a temporary directory");
   UBCP_ASSIGN_OR_RETURN(client::UnitJournal journal, client::UnitJournal::Open(dir.path()));
   const fs::path unit = journal.Dir(kJournalUnitId);

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string_view>
 
+#include "fuzz/scratch_dir.h"
 #include "ubcp/client/unit_journal.h"
 #include "ubcp/client/worker_protocol.h"
 #include "ubcp/common/crypto.h"
@@ -184,15 +185,7 @@ void CheckWorkerRequest(const Checker& check, std::string_view line) {
   check(request->checkpoint_every >= 0 && request->checkpoint_seconds >= 0 &&
             request->adversary.scale > 0,
         "an accepted request has values in range");
-  client::ExecutionRequest again;
-  again.unit_dir = request->unit_dir;
-  again.manifest_hash = request->manifest_hash;
-  again.model_blob = request->model_blob;
-  again.data_blob = request->data_blob;
-  again.checkpoint_every = request->checkpoint_every;
-  again.checkpoint_seconds = request->checkpoint_seconds;
-  again.adversary = request->adversary;
-  auto back = client::ParseWorkerRequest(client::FormatWorkerRequest(again), root);
+  auto back = client::ParseWorkerRequest(client::FormatWorkerRequest(*request), root);
   check(back && back->unit_dir == request->unit_dir &&
             back->manifest_hash == request->manifest_hash &&
             back->checkpoint_every == request->checkpoint_every &&
@@ -239,28 +232,6 @@ void CheckWorkerLine(const Checker& check, std::string_view line) {
 }
 
 // ---- unit journal ----
-
-// A fresh directory for one run, removed when the run ends. In /dev/shm where there is one:
-// the journal syncs every file it writes.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const fs::path base =
-        access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
-    std::string name = (base / "ubcp-fuzz-journal-XXXXXX").string();
-    if (mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::vector<std::string_view> SplitJournalFiles(std::string_view input) {
   std::vector<std::string_view> files;
@@ -434,7 +405,7 @@ std::string JoinJournalFiles(const std::vector<std::string>& files) {
 int FuzzUnitJournal(const std::uint8_t* data, std::size_t size) {
   const Checker check("FuzzUnitJournal", data, size);
   const std::vector<std::string_view> files = SplitJournalFiles(AsText(data, size));
-  const ScratchDir scratch;
+  const ScratchDir scratch("ubcp-fuzz-journal");
   check(!scratch.path().empty(), "a temporary directory can be created");
   auto journal = client::UnitJournal::Open(scratch.path());
   check(journal.has_value(), "a journal opens in an empty state directory");

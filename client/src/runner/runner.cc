@@ -236,12 +236,10 @@ void Runner::PruneBlobCache() {
   std::set<std::string> in_use;
   if (auto pending = journal_->Pending()) {
     for (const UnitRecord& record : *pending) {
-      auto envelope = journal_->LoadManifest(record.unit_id);
-      // Verified before it is parsed, like every manifest; one that fails keeps nothing.
-      if (!envelope || !VerifySigner(*envelope)) continue;
-      if (auto manifest = common::ParseManifest(envelope->payload)) {
-        in_use.insert(manifest->model.id);
-        in_use.insert(manifest->data.id);
+      // A manifest that no longer verifies keeps nothing: its unit is given up when next run.
+      if (auto held = LoadHeldManifest(record.unit_id)) {
+        in_use.insert(held->manifest.model.id);
+        in_use.insert(held->manifest.data.id);
       }
     }
   }
@@ -253,38 +251,21 @@ void Runner::PruneBlobCache() {
 Runner::Step Runner::GiveUp(std::int64_t unit_id, const std::string& message) {
   ReportError(message);
   // Read before Finish removes the unit's directory: the report names the lease by it.
-  auto envelope = journal_->LoadManifest(unit_id);
+  auto held = LoadHeldManifest(unit_id);
   if (auto s = journal_->Finish(unit_id, /*acknowledged=*/false, message); !s) {
     spdlog::error("unit {}: cannot record its end: {}", unit_id, s.error().ToString());
   }
   // The coordinator is told at once, so that it re-issues the unit without waiting for the
   // lease deadline. Best effort and sent once: if it is lost, the deadline still re-issues it.
-  // The manifest is verified before it is parsed, like every manifest; the coordinator matches
-  // the ids taken from it against the lease it issued, so a wrong one releases nothing.
-  if (!envelope) {
-    spdlog::warn("unit {}: manifest unreadable ({}); the coordinator re-issues it at its deadline",
-                 unit_id, envelope.error().ToString());
-    return Step::kRefused;
-  }
-  if (auto signer_ok = VerifySigner(*envelope); !signer_ok) {
-    spdlog::warn(
-        "unit {}: stored manifest does not verify ({}); the coordinator re-issues it at "
-        "its deadline",
-        unit_id, signer_ok.error().ToString());
-    return Step::kRefused;
-  }
-  auto manifest = common::ParseManifest(envelope->payload);
-  if (!manifest || manifest->unit_id != unit_id) {
-    spdlog::warn(
-        "unit {}: stored manifest is not this unit's; the coordinator re-issues it at its "
-        "deadline",
-        unit_id);
+  if (!held) {
+    spdlog::warn("unit {}: {}; the coordinator re-issues it at its deadline", unit_id,
+                 held.error().ToString());
     return Step::kRefused;
   }
   common::UnitAbandon report;
   report.unit_id = unit_id;
-  report.attempt = manifest->attempt;
-  report.manifest_hash = common::PayloadHash(*envelope);
+  report.attempt = held->manifest.attempt;
+  report.manifest_hash = common::PayloadHash(held->envelope);
   report.reason = common::FitUtf8(message, common::kMaxAbandonReason);
   auto released = api_.AbandonUnit(report);
   if (!released) {

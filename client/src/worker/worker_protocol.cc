@@ -90,7 +90,7 @@ common::Result<fs::path> InsideRoot(std::string_view text, const fs::path& root)
 
 }  // namespace
 
-common::Result<WorkerRequest> ParseWorkerRequest(std::string_view line, const fs::path& root) {
+common::Result<ExecutionRequest> ParseWorkerRequest(std::string_view line, const fs::path& root) {
   if (line.size() > kMaxWorkerLine) return MakeError(Errc::kTooLarge, "worker request too long");
   const auto bad = [](std::string why) {
     return MakeError(Errc::kMalformed, "bad worker request: " + why);
@@ -114,7 +114,7 @@ common::Result<WorkerRequest> ParseWorkerRequest(std::string_view line, const fs
        {"unit_dir", "manifest_hash", "model_blob", "data_blob", "adversary"}) {
     if (text(key) == nullptr) return bad(std::string(key) + " is not a string");
   }
-  WorkerRequest r;
+  ExecutionRequest r;
   UBCP_ASSIGN_OR_RETURN(r.unit_dir, InsideRoot(*text("unit_dir"), root));
   UBCP_ASSIGN_OR_RETURN(r.model_blob, InsideRoot(*text("model_blob"), root));
   UBCP_ASSIGN_OR_RETURN(r.data_blob, InsideRoot(*text("data_blob"), root));

@@ -53,24 +53,16 @@ std::vector<std::string> WorkerServeArgv(const std::filesystem::path& worker,
 std::vector<std::string> WorkerBenchmarkArgv(const std::filesystem::path& worker, double seconds,
                                              int threads);
 
-// One unit for a serving worker (the request's thread count and memory cap belong to the
-// worker process, not to the request).
-struct WorkerRequest {
-  std::filesystem::path unit_dir;
-  std::string manifest_hash;
-  std::filesystem::path model_blob;
-  std::filesystem::path data_blob;
-  int checkpoint_every = 0;
-  double checkpoint_seconds = 0;
-  Adversary adversary;
-};
-// The request line for `request` ("run {...}", no newline).
+// The request line for `request` ("run {...}", no newline): its unit directory, manifest hash,
+// blob files, checkpoint interval and adversary. The thread count and memory cap belong to the
+// worker process (its command line), not to a request.
 std::string FormatWorkerRequest(const ExecutionRequest& request);
-// A request line back: kTooLarge over kMaxWorkerLine; kMalformed for anything but "run " and a
-// JSON object with exactly the fields above, of their types and ranges; kForbidden for a path
-// that is not absolute or, normalized, does not lie inside `root`.
-common::Result<WorkerRequest> ParseWorkerRequest(std::string_view line,
-                                                 const std::filesystem::path& root);
+// A request line back, with those fields filled (the others are left as default-constructed):
+// kTooLarge over kMaxWorkerLine; kMalformed for anything but "run " and a JSON object with
+// exactly those eight fields, of their types and ranges; kForbidden for a path that is not
+// absolute or, normalized, does not lie inside `root`.
+common::Result<ExecutionRequest> ParseWorkerRequest(std::string_view line,
+                                                    const std::filesystem::path& root);
 
 struct WorkerEvent {
   enum class Kind { kProgress, kResumed, kCheckpoint, kError, kBenchmark, kEnd };
